@@ -1,0 +1,102 @@
+"""The exception tree, and the map from Lua error codes to exception classes.
+
+Every Lua script fails in one way: ``redis.error_reply("E_CODE detail")`` (or the same
+text in a batch item). :func:`from_reply` turns that text into the matching exception; a
+test scans ``lua/*.lua`` and fails if a code used there is missing from :data:`CODES`.
+"""
+
+from __future__ import annotations
+
+
+class DispatchError(Exception):
+    """Base of every error dispatchd raises on purpose."""
+
+
+class CommandRejected(DispatchError):
+    """A routing command was refused; nothing was changed.
+
+    Attributes:
+        code: the Lua error code, e.g. ``E_GROUP_UNKNOWN``.
+        detail: what the script said about it (the offending id or field).
+    """
+
+    code = "E_UNKNOWN"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"{self.code} {detail}".strip())
+        self.detail = detail
+
+
+class BadArgument(CommandRejected):
+    code = "E_BAD_ARG"
+
+
+class BadId(CommandRejected):
+    code = "E_BAD_ID"
+
+
+class GroupUnknown(CommandRejected):
+    code = "E_GROUP_UNKNOWN"
+
+
+class AgentUnknown(CommandRejected):
+    code = "E_AGENT_UNKNOWN"
+
+
+class SessionUnknown(CommandRejected):
+    code = "E_SESSION_UNKNOWN"
+
+
+class SessionExists(CommandRejected):
+    code = "E_SESSION_EXISTS"
+
+
+class SessionState(CommandRejected):
+    code = "E_SESSION_STATE"
+
+
+class AgentOffline(CommandRejected):
+    code = "E_AGENT_OFFLINE"
+
+
+class AgentBlocked(CommandRejected):
+    code = "E_AGENT_BLOCKED"
+
+
+class BadTier(CommandRejected):
+    code = "E_BAD_TIER"
+
+
+class UnknownOperation(CommandRejected):
+    code = "E_UNKNOWN_OP"
+
+
+class ScriptFailure(DispatchError):
+    """A script failed in a way that is not one of its documented codes (a bug)."""
+
+
+CODES: dict[str, type[CommandRejected]] = {
+    cls.code: cls
+    for cls in (
+        BadArgument,
+        BadId,
+        GroupUnknown,
+        AgentUnknown,
+        SessionUnknown,
+        SessionExists,
+        SessionState,
+        AgentOffline,
+        AgentBlocked,
+        BadTier,
+        UnknownOperation,
+    )
+}
+
+
+def from_reply(text: str) -> DispatchError:
+    """The exception for an error text returned by a script."""
+    code, _, detail = text.strip().partition(" ")
+    cls = CODES.get(code)
+    if cls is None:
+        return ScriptFailure(text)
+    return cls(detail)

@@ -1,0 +1,105 @@
+"""The keyspace: the one place that spells a Redis key.
+
+Every key of a tenant starts with ``{tenant}:`` so that all of a tenant's keys share one
+Redis Cluster hash slot. Scripts receive the tenant's root key (``{t}:tenant``) as
+``KEYS[1]``; that fixes the slot, and every other key a script touches is derived from it
+with the helpers generated here by :func:`lua_prelude` — so Lua never spells a key either.
+
+Why the root key and not every key in KEYS: which keys an operation touches depends on
+state inside Redis (the agent's groups, the overflow graph, which customer heads a queue).
+Declaring them up front would need a read round trip before every write — and the answer
+could change before the write lands. All derived keys carry the root key's hash tag, so
+Redis Cluster routes and checks the script by that one slot.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: name -> (template, argument names). ``P`` is the tenant prefix ``{tenant}:``.
+TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
+    # hash: seq (arrival counter), retention_ms
+    "tenant": ("{P}tenant", ()),
+    # set of group ids / agent ids
+    "groups": ("{P}groups", ()),
+    "agents": ("{P}agents", ()),
+    # hash: k, m, u, sticky, pref, tiers (msgpack list of {after_ms, groups})
+    "group": ("{P}g:{group}", ("group",)),
+    # zset: queued customers, score = virtual arrival ms, member = queue member (see lib.lua)
+    "queue": ("{P}g:{group}:q", ("group",)),
+    # zset: candidate agents, score = stored readiness rank (lower is better)
+    "ready": ("{P}g:{group}:r", ("group",)),
+    # zset: queued customers of the group whose open tier >= tier
+    "overflow": ("{P}g:{group}:o:{tier}", ("group", "tier")),
+    # hash: agent -> ability, every member of the group
+    "members": ("{P}g:{group}:m", ("group",)),
+    # hash: source group -> tier n, the groups that list this group in their tier n
+    "sources": ("{P}g:{group}:src", ("group",)),
+    # hash: st, cap, load, pre, last, team
+    "agent": ("{P}a:{agent}", ("agent",)),
+    # hash: group -> ability
+    "skills": ("{P}a:{agent}:sk", ("agent",)),
+    # set: the agent's assigned sessions / pre-closed sessions
+    "agent_sessions": ("{P}a:{agent}:s", ("agent",)),
+    "agent_preclosed": ("{P}a:{agent}:pc", ("agent",)),
+    # zset: customers parked with this agent (directed/sticky), same scores as a queue
+    "parked": ("{P}a:{agent}:w", ("agent",)),
+    # hash: the session (see docs/routing.md)
+    "session": ("{P}s:{session}", ("session",)),
+    # set: agents this session's customer blocks
+    "blocked": ("{P}s:{session}:b", ("session",)),
+    # hash: ag (last agent), at (when released) -- sticky memory
+    "customer": ("{P}c:{customer}", ("customer",)),
+    # zsets: session -> due ms of its next overflow step / of its preference fallback
+    "due_overflow": ("{P}due:ovf", ()),
+    "due_preference": ("{P}due:pref", ()),
+}
+
+ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+def prefix(tenant: str) -> str:
+    """The key prefix of a tenant; its ``{...}`` is the Redis Cluster hash tag."""
+    return "{" + tenant + "}:"
+
+
+def key(name: str, tenant: str, *args: object) -> str:
+    """Spell key ``name`` of ``tenant`` with the template's arguments in order."""
+    template, params = TEMPLATES[name]
+    if len(args) != len(params):
+        raise TypeError(f"key {name!r} takes {params}, got {args!r}")
+    return template.format(P=prefix(tenant), **dict(zip(params, map(str, args), strict=True)))
+
+
+def root(tenant: str) -> str:
+    """``KEYS[1]`` of every script: the tenant's root key."""
+    return key("tenant", tenant)
+
+
+def _lua_body(template: str, params: tuple[str, ...]) -> str:
+    parts = re.split(r"(\{[A-Za-z]+\})", template)
+    pieces: list[str] = []
+    for part in parts:
+        if not part:
+            continue
+        if part == "{P}":
+            pieces.append("P")
+        elif part.startswith("{") and part[1:-1] in params:
+            pieces.append(part[1:-1])
+        else:
+            pieces.append('"' + part + '"')
+    return " .. ".join(pieces)
+
+
+def lua_prelude() -> str:
+    """Lua source defining ``P`` (from ``KEYS[1]``) and one ``K.<name>(...)`` per key."""
+    root_template = TEMPLATES["tenant"][0].replace("{P}", "")
+    lines = [
+        "-- generated from dispatchd/keys.py: the only place keys are spelled",
+        f'local P = string.sub(KEYS[1], 1, -{len(root_template) + 1})',
+        "local K = {}",
+    ]
+    for name, (template, params) in TEMPLATES.items():
+        args = ", ".join(params)
+        lines.append(f"function K.{name}({args}) return {_lua_body(template, params)} end")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,246 @@
+"""Commands the routing core accepts and events it returns.
+
+Commands are a tagged union on the ``op`` field; they are packed with msgpack and handed
+to the Lua scripts as-is, so a field name here is also the field name the script reads.
+Events are a tagged union on the ``event`` field, unpacked from what the scripts return.
+See ``docs/routing.md`` for the semantics of each.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+AgentStatusName = Literal["online", "away", "offline"]
+
+
+class _Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", omit_defaults=True):
+    """Base of every command."""
+
+
+class Tier(msgspec.Struct, frozen=True, kw_only=True):
+    """One overflow tier: after ``after_ms`` of real wait, ``groups`` join the pool."""
+
+    after_ms: int
+    groups: list[str]
+
+
+class ConfigureGroup(_Command, tag="configure_group"):
+    """Create or replace a skill group's routing settings."""
+
+    group: str
+    k: float = 60.0
+    m: float = 0.5
+    priority_unit_ms: int = 60_000
+    tiers: list[Tier] = msgspec.field(default_factory=list)
+    sticky_ms: int = 0
+    preference_ms: int = 60_000
+
+
+class ConfigureAgent(_Command, tag="configure_agent"):
+    """Create or replace an agent's capacity, abilities (group memberships) and team."""
+
+    agent: str
+    capacity: int
+    abilities: dict[str, float] = msgspec.field(default_factory=dict)
+    team: str = ""
+
+
+class SetAgentStatus(_Command, tag="set_agent_status"):
+    """Set an agent online, away or offline."""
+
+    agent: str
+    status: AgentStatusName
+
+
+class Arrive(_Command, tag="arrive"):
+    """A customer arrives in a group: assigned at once, parked, or queued."""
+
+    session: str
+    group: str
+    customer: str | None = None
+    priority: int = 0
+    directed_agent: str | None = None
+    last_agent: str | None = None
+    blocked_agents: list[str] = msgspec.field(default_factory=list)
+
+
+class AgentReady(_Command, tag="agent_ready"):
+    """An agent may have free capacity: it takes waiting customers if it can."""
+
+    agent: str
+
+
+class ReleaseSession(_Command, tag="release_session"):
+    """An assigned or pre-closed session ends and frees its agent."""
+
+    session: str
+    reason: str = "closed"
+
+
+class PrecloseSession(_Command, tag="preclose_session"):
+    """An assigned session is pre-closed: frees capacity but is remembered."""
+
+    session: str
+
+
+class ReactivateSession(_Command, tag="reactivate_session"):
+    """A pre-closed session's customer came back."""
+
+    session: str
+
+
+class TransferSession(_Command, tag="transfer_session"):
+    """Move a queued or assigned session to another group or to a named agent."""
+
+    session: str
+    to_group: str | None = None
+    to_agent: str | None = None
+    force: bool = False
+
+
+class AbandonCustomer(_Command, tag="abandon_customer"):
+    """A queued customer leaves before being served."""
+
+    session: str
+
+
+class EscalateOverflow(_Command, tag="escalate_overflow"):
+    """Open the overflow tiers that are due, for up to ``limit`` customers."""
+
+    limit: int = 100
+
+
+class ExpirePreferences(_Command, tag="expire_preferences"):
+    """Send parked customers whose preference wait is over to normal routing."""
+
+    limit: int = 100
+
+
+Command = (
+    ConfigureGroup
+    | ConfigureAgent
+    | SetAgentStatus
+    | Arrive
+    | AgentReady
+    | ReleaseSession
+    | PrecloseSession
+    | ReactivateSession
+    | TransferSession
+    | AbandonCustomer
+    | EscalateOverflow
+    | ExpirePreferences
+)
+
+# ---------------------------------------------------------------------------- events
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event"):
+    """Base of every event."""
+
+
+class Queued(_Event, tag="queued"):
+    session: str
+    group: str
+    virtual_arrival_ms: int
+    priority: int
+    position: int
+    reason: str
+    parked_with: str | None = None
+
+
+class Assigned(_Event, tag="assigned"):
+    session: str
+    agent: str
+    group: str
+    tier: int
+    via: str
+    wait_ms: int
+
+
+class TierOpened(_Event, tag="tier_opened"):
+    session: str
+    group: str
+    tier: int
+
+
+class PreferenceExpired(_Event, tag="preference_expired"):
+    session: str
+    agent: str
+
+
+class Released(_Event, tag="released"):
+    session: str
+    agent: str
+    reason: str
+
+
+class Preclosed(_Event, tag="preclosed"):
+    session: str
+    agent: str
+
+
+class Reactivated(_Event, tag="reactivated"):
+    session: str
+    agent: str
+    over_capacity: bool
+
+
+class Transferred(_Event, tag="transferred"):
+    session: str
+    from_group: str
+    to_group: str
+    from_agent: str | None = None
+    to_agent: str | None = None
+
+
+class Abandoned(_Event, tag="abandoned"):
+    session: str
+    group: str
+    wait_ms: int
+
+
+class AgentStatusChanged(_Event, tag="agent_status"):
+    agent: str
+    status: AgentStatusName
+    previous: AgentStatusName
+
+
+class GroupConfigured(_Event, tag="group_configured"):
+    group: str
+
+
+class AgentConfigured(_Event, tag="agent_configured"):
+    agent: str
+
+
+Event = (
+    Queued
+    | Assigned
+    | TierOpened
+    | PreferenceExpired
+    | Released
+    | Preclosed
+    | Reactivated
+    | Transferred
+    | Abandoned
+    | AgentStatusChanged
+    | GroupConfigured
+    | AgentConfigured
+)
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What one command did: its events in order (empty when nothing changed)."""
+
+    events: list[Event]
+
+
+class CommandFailed(msgspec.Struct, frozen=True, kw_only=True):
+    """A command of a batch that was refused; it changed nothing."""
+
+    error: str
+
+
+BatchItem = Outcome | CommandFailed

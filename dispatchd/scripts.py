@@ -1,0 +1,90 @@
+"""Assembles the Lua scripts and registers them with a Redis client.
+
+Each ``lua/<op>.lua`` defines one transition as ``OPS.<op> = function(now, a) ... end``.
+A script sent to Redis is the key prelude (from :mod:`dispatchd.keys`), ``lua/lib.lua``,
+the transition(s) and a footer:
+
+* the standalone script of ``<op>``: ``ARGV[1]`` now_ms, ``ARGV[2]`` the msgpack-packed
+  command; returns the msgpack-packed event list or an error reply ``E_CODE detail``;
+* ``apply_batch``: every transition plus a loop that applies a msgpack list of commands in
+  order, each under ``pcall``, and returns one packed list of ``{events}`` / ``{error}``.
+
+The SHA of the assembled text is the script's version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import cache
+from pathlib import Path
+
+from dispatchd.keys import lua_prelude
+
+BATCH = "apply_batch"
+
+_STANDALONE_FOOTER = """
+local ok, res = pcall(OPS[{op!r}], L.check_now(ARGV[1]), cmsgpack.unpack(ARGV[2]))
+if not ok then return redis.error_reply(L.error_text(res)) end
+return cmsgpack.pack(res)
+"""
+
+_BATCH_FOOTER = """
+local now = L.check_now(ARGV[1])
+local cmds = cmsgpack.unpack(ARGV[2])
+local out = {}
+for i = 1, #cmds do
+  local c = cmds[i]
+  local fn = type(c) == "table" and OPS[c.op] or nil
+  if not fn then
+    out[i] = {error = "E_UNKNOWN_OP " .. tostring(type(c) == "table" and c.op or c)}
+  else
+    local ok, res = pcall(fn, now, c)
+    if ok then out[i] = {events = res} else out[i] = {error = L.error_text(res)} end
+  end
+end
+return cmsgpack.pack(out)
+"""
+
+
+def lua_dir() -> Path:
+    """Where the ``.lua`` files are: inside the installed package, or the source tree."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "lua", here.parent / "lua"):
+        if (candidate / "lib.lua").is_file():
+            return candidate
+    raise FileNotFoundError(f"lua scripts not found next to {here}")
+
+
+def operations() -> list[str]:
+    """The names of all transitions, one per ``lua/<op>.lua`` (sorted)."""
+    return sorted(p.stem for p in lua_dir().glob("*.lua") if p.stem != "lib")
+
+
+def _read(name: str) -> str:
+    return (lua_dir() / f"{name}.lua").read_text(encoding="utf-8")
+
+
+@cache
+def source(name: str) -> str:
+    """The full text sent to Redis for ``name`` (an operation or ``apply_batch``)."""
+    head = "local OPS = {}\n" + lua_prelude() + _read("lib")
+    if name == BATCH:
+        return head + "".join(_read(op) for op in operations()) + _BATCH_FOOTER
+    if name not in operations():
+        raise KeyError(name)
+    return head + _read(name) + _STANDALONE_FOOTER.format(op=name)
+
+
+def sha1(name: str) -> str:
+    """The SHA1 Redis will know the script by."""
+    return hashlib.sha1(source(name).encode()).hexdigest()
+
+
+def error_codes_used() -> set[str]:
+    """Every ``E_*`` code that appears in the Lua sources (for the mapping test)."""
+    codes: set[str] = set()
+    for path in lua_dir().glob("*.lua"):
+        codes.update(re.findall(r"\bE_[A-Z_]+\b", path.read_text(encoding="utf-8")))
+    codes.update(re.findall(r"\bE_[A-Z_]+\b", _BATCH_FOOTER))
+    return codes
