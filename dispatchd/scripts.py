@@ -24,26 +24,11 @@ from dispatchd.keys import lua_prelude
 BATCH = "apply_batch"
 
 _STANDALONE_FOOTER = """
-local ok, res = pcall(OPS[{op!r}], L.check_now(ARGV[1]), cmsgpack.unpack(ARGV[2]))
-if not ok then return redis.error_reply(L.error_text(res)) end
-return cmsgpack.pack(res)
+return L.run({op!r}, ARGV[1], ARGV[2])
 """
 
 _BATCH_FOOTER = """
-local now = L.check_now(ARGV[1])
-local cmds = cmsgpack.unpack(ARGV[2])
-local out = {}
-for i = 1, #cmds do
-  local c = cmds[i]
-  local fn = type(c) == "table" and OPS[c.op] or nil
-  if not fn then
-    out[i] = {error = "E_UNKNOWN_OP " .. tostring(type(c) == "table" and c.op or c)}
-  else
-    local ok, res = pcall(fn, now, c)
-    if ok then out[i] = {events = res} else out[i] = {error = L.error_text(res)} end
-  end
-end
-return cmsgpack.pack(out)
+return L.batch(ARGV[1], ARGV[2])
 """
 
 
@@ -86,5 +71,4 @@ def error_codes_used() -> set[str]:
     codes: set[str] = set()
     for path in lua_dir().glob("*.lua"):
         codes.update(re.findall(r"\bE_[A-Z_]+\b", path.read_text(encoding="utf-8")))
-    codes.update(re.findall(r"\bE_[A-Z_]+\b", _BATCH_FOOTER))
     return codes

@@ -1,0 +1,75 @@
+--[[
+  A customer arrives in a skill group: assigned at once, parked with a preferred
+  (directed or sticky) agent, or queued by virtual arrival = arrival - priority * U.
+  KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
+  ARGV[1] now_ms       int    caller's clock; it is the arrival time
+  ARGV[2] command      msgpack map {session, group, customer?, priority=0,
+                              directed_agent?, last_agent?, blocked_agents=[]}
+  Returns: msgpack [{event="assigned", ...}] or [{event="queued", ...}]
+  Errors:  "E_BAD_ID <field>", "E_BAD_ARG <field>", "E_GROUP_UNKNOWN <id>",
+           "E_SESSION_EXISTS <id>", "E_AGENT_UNKNOWN <directed agent>"
+]]
+
+-- The preferred agent (a table) and its kind, per docs/routing.md "Directed and sticky".
+local function preferred(now, gc, directed, last, customer, blocked)
+  if directed then
+    if blocked[directed.id] then return nil end
+    return directed, "directed"
+  end
+  if gc.sticky <= 0 then return nil end
+  local cand = last
+  if not cand and customer then
+    local r = call("HMGET", K.customer(customer), "ag", "at")
+    if r[1] and now - tonumber(r[2]) <= gc.sticky then cand = r[1] end
+  end
+  if not cand or blocked[cand] then return nil end
+  local ag = L.agent(cand)
+  if not ag then return nil end
+  return ag, "sticky"
+end
+
+OPS.arrive = function(now, a)
+  local sid = L.id(a.session, "session")
+  local g = L.id(a.group, "group")
+  local customer = L.opt_id(a.customer, "customer")
+  local prio = L.int(a.priority or 0, -1000, 1000, "priority")
+  local directed_id = L.opt_id(a.directed_agent, "directed_agent")
+  local last = L.opt_id(a.last_agent, "last_agent")
+  local bl = L.list(a.blocked_agents, 100, "blocked_agents")
+  for i = 1, #bl do L.id(bl[i], "blocked_agents") end
+  local gc = L.group(g)
+  if not gc then L.fail("E_GROUP_UNKNOWN", g) end
+  if call("EXISTS", K.session(sid)) == 1 then L.fail("E_SESSION_EXISTS", sid) end
+  local directed
+  if directed_id then
+    directed = L.agent(directed_id)
+    if not directed then L.fail("E_AGENT_UNKNOWN", directed_id) end
+  end
+
+  local seq = call("HINCRBY", K.tenant(), "seq", 1)
+  local s = {
+    id = sid, g = g, p = prio, at = now, sq = seq, tr = 0, q = "", st = "queued",
+    m = L.member(now, seq, #bl > 0, sid), bl = #bl > 0 and "1" or "0", blk = {},
+  }
+  call("HSET", K.session(sid), "st", "queued", "g", g, "p", prio, "at", sfmt("%d", now),
+    "sq", seq, "m", s.m, "tr", 0, "q", "", "bl", s.bl, "c", customer or "")
+  if #bl > 0 then
+    call("SADD", K.blocked(sid), unpack(bl))
+    for i = 1, #bl do s.blk[bl[i]] = true end
+  end
+
+  local ev = {}
+  local pref, kind = preferred(now, gc, directed, last, customer, s.blk)
+  if pref then
+    if pref.st == "online" and pref.load < pref.cap then
+      L.assign(s, pref, kind, 0, now, ev)
+      return ev
+    end
+    if pref.st ~= "offline" and gc.pref > 0 then
+      L.park(s, pref, kind, now + gc.pref, "arrival", ev)
+      return ev
+    end
+  end
+  L.route(s, now, "arrival", ev)
+  return ev
+end

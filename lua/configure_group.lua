@@ -1,0 +1,56 @@
+--[[
+  Create or replace a skill group's routing settings.
+  KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it (keys.py)
+  ARGV[1] now_ms       int    caller's clock (never TIME: replays and simulations stay
+                              deterministic)
+  ARGV[2] command      msgpack map {group, k=60.0, m=0.5, priority_unit_ms=60000,
+                              tiers=[{after_ms, groups=[...]}...], sticky_ms=0,
+                              preference_ms=60000}
+  Touches: group hash, its members' ranks ({t}:g:<g>:r), the reverse overflow map
+           ({t}:g:<h>:src) of every group named in the old or new tiers.
+  Returns: msgpack [{event="group_configured", group}]
+  Errors:  "E_BAD_ID group", "E_BAD_ARG <field>", "E_GROUP_UNKNOWN <tier group>",
+           "E_BAD_TIER <why>"
+  Queued customers keep their virtual arrival and open tier; new thresholds apply from
+  their next overflow step.
+]]
+OPS.configure_group = function(now, a)
+  local g = L.id(a.group, "group")
+  local k = L.num(a.k or 60.0, 0, 1e9, "k")
+  local m = L.num(a.m or 0.5, 0, 1e6, "m")
+  local u = L.int(a.priority_unit_ms or 60000, 0, 1e9, "priority_unit_ms")
+  local sticky = L.int(a.sticky_ms or 0, 0, 1e11, "sticky_ms")
+  local pref = L.int(a.preference_ms or 60000, 0, 1e11, "preference_ms")
+  local tiers, seen, last_after = {}, {}, -1
+  for n, t in ipairs(L.list(a.tiers, 16, "tiers")) do
+    if type(t) ~= "table" then L.fail("E_BAD_ARG", "tiers") end
+    local after = L.int(t.after_ms, 0, 1e11, "tiers.after_ms")
+    if after <= last_after then L.fail("E_BAD_TIER", "after_ms must increase") end
+    last_after = after
+    local groups = L.list(t.groups, 64, "tiers.groups")
+    if #groups == 0 then L.fail("E_BAD_ARG", "tiers.groups") end
+    for _, h in ipairs(groups) do
+      L.id(h, "tiers.groups")
+      if h == g then L.fail("E_BAD_TIER", "a group cannot overflow to itself") end
+      if seen[h] then L.fail("E_BAD_TIER", "group repeated: " .. h) end
+      if not L.group(h) then L.fail("E_GROUP_UNKNOWN", h) end
+      seen[h] = n
+    end
+    tiers[n] = {after_ms = after, groups = groups}
+  end
+
+  local old = L.group(g)
+  if old then
+    for _, t in ipairs(old.tiers) do
+      for _, h in ipairs(t.groups) do call("HDEL", K.sources(h), g) end
+    end
+  end
+  for h, n in pairs(seen) do call("HSET", K.sources(h), g, n) end
+  call("HSET", K.group(g), "k", sfmt("%.17g", k), "m", sfmt("%.17g", m), "u", u,
+    "sticky", sfmt("%d", sticky), "pref", sfmt("%d", pref), "tiers", cmsgpack.pack(tiers))
+  call("SADD", K.groups(), g)
+  L.forget_group(g)
+  local members = call("HGETALL", K.members(g))
+  for i = 1, #members, 2 do L.refresh(L.agent(members[i])) end
+  return {{event = "group_configured", group = g}}
+end

@@ -1,0 +1,391 @@
+--[[
+  Shared routing helpers, included before every transition (see dispatchd/scripts.py).
+  The rules they implement are docs/routing.md; read that first.
+
+  Provided before this file: OPS (transitions register here), P (tenant key prefix, from
+  KEYS[1]) and K (key builders generated from dispatchd/keys.py).
+
+  Discipline every transition follows: validate everything, then write. An error raised
+  with L.fail before the first write leaves no trace, which is what makes a refused
+  command "never half-applied", alone or inside a batch.
+
+  Queue member: 15-digit arrival ms .. 10-digit arrival sequence .. flag .. session id,
+  flag "b" when the customer blocks some agents, "-" otherwise. Equal scores order by
+  member, so ties go to the earlier arrival, then the lower sequence; the flag lets the
+  agent side skip the blocked-set lookup for the common customer who blocks nobody.
+]]
+local L = {}
+local call = redis.call
+local sfmt, ssub, sbyte = string.format, string.sub, string.byte
+local GROUPS = {} -- group config cache; lives for one script call (a whole batch)
+local AGENTS = {} -- agent cache; one table per agent per command, so every path sees one truth
+
+-- ----------------------------------------------------------------------------- errors
+
+function L.fail(code, detail)
+  error({err = code .. " " .. tostring(detail)}, 0)
+end
+
+function L.error_text(e)
+  if type(e) == "table" and e.err then return e.err end
+  return tostring(e)
+end
+
+-- ------------------------------------------------------------------------- validation
+
+function L.id(v, what)
+  if type(v) ~= "string" or #v < 1 or #v > 64 or v:find("[^%w_.@%-]") then
+    L.fail("E_BAD_ID", what)
+  end
+  return v
+end
+
+function L.opt_id(v, what)
+  if v == nil then return nil end
+  return L.id(v, what)
+end
+
+function L.num(v, lo, hi, what)
+  if type(v) ~= "number" or v ~= v or v < lo or v > hi then L.fail("E_BAD_ARG", what) end
+  return v
+end
+
+function L.int(v, lo, hi, what)
+  L.num(v, lo, hi, what)
+  if v ~= math.floor(v) then L.fail("E_BAD_ARG", what) end
+  return v
+end
+
+function L.str(v, maxlen, what)
+  if type(v) ~= "string" or #v > maxlen then L.fail("E_BAD_ARG", what) end
+  return v
+end
+
+function L.list(v, maxlen, what)
+  if v == nil then return {} end
+  if type(v) ~= "table" or #v > maxlen then L.fail("E_BAD_ARG", what) end
+  for k in pairs(v) do
+    if type(k) ~= "number" then L.fail("E_BAD_ARG", what) end
+  end
+  return v
+end
+
+function L.check_now(v)
+  local now = tonumber(v)
+  if not now or now ~= math.floor(now) or now < 0 or now >= 1e15 then
+    L.fail("E_BAD_ARG", "now_ms")
+  end
+  return now
+end
+
+-- -------------------------------------------------------------------------- entities
+
+function L.group(g)
+  local c = GROUPS[g]
+  if c == nil then
+    local r = call("HMGET", K.group(g), "k", "m", "u", "sticky", "pref", "tiers")
+    if not r[1] then
+      c = false
+    else
+      c = {
+        k = tonumber(r[1]), m = tonumber(r[2]), u = tonumber(r[3]),
+        sticky = tonumber(r[4]), pref = tonumber(r[5]), tiers = cmsgpack.unpack(r[6]),
+      }
+    end
+    GROUPS[g] = c
+  end
+  return c
+end
+
+function L.forget_group(g) GROUPS[g] = nil end
+
+function L.agent(a)
+  local ag = AGENTS[a]
+  if ag == nil then
+    local r = call("HMGET", K.agent(a), "st", "cap", "load", "pre", "last")
+    if not r[1] then
+      ag = false
+    else
+      ag = {
+        id = a, st = r[1], cap = tonumber(r[2]), load = tonumber(r[3]),
+        pre = tonumber(r[4]), last = tonumber(r[5]),
+      }
+    end
+    AGENTS[a] = ag
+  end
+  return ag
+end
+
+-- The agent's skills as a flat HGETALL list {group, ability, ...}, read once per command.
+function L.skills(ag)
+  if not ag.sk then ag.sk = call("HGETALL", K.skills(ag.id)) end
+  return ag.sk
+end
+
+function L.save_agent(ag)
+  call("HSET", K.agent(ag.id), "st", ag.st, "cap", ag.cap, "load", ag.load, "pre", ag.pre)
+  if ag.last then call("HSET", K.agent(ag.id), "last", sfmt("%d", ag.last)) end
+end
+
+function L.session(sid)
+  local r = call("HGETALL", K.session(sid))
+  if #r == 0 then return nil end
+  local s = {id = sid}
+  for i = 1, #r, 2 do s[r[i]] = r[i + 1] end
+  s.p, s.at, s.sq = tonumber(s.p), tonumber(s.at), tonumber(s.sq)
+  s.tr, s.va = tonumber(s.tr) or 0, tonumber(s.va)
+  return s
+end
+
+-- Set of agents the session's customer blocks (a Lua set), read once.
+function L.blocked(s)
+  if not s.blk then
+    s.blk = {}
+    if s.bl == "1" then
+      for _, a in ipairs(call("SMEMBERS", K.blocked(s.id))) do s.blk[a] = true end
+    end
+  end
+  return s.blk
+end
+
+function L.member(at, seq, has_blocks, sid)
+  return sfmt("%015d%010d", at, seq) .. (has_blocks and "b" or "-") .. sid
+end
+
+local function member_session(m) return ssub(m, 27) end
+
+-- ------------------------------------------------------------------------- agent rank
+
+-- Stored rank: the readiness formula without its `now` term, negated (lower is better).
+function L.rank(ag, gc, ability)
+  return (ag.last or 0) / 1000 - gc.k * (ag.cap - ag.load - gc.m * ag.pre) / ag.cap * ability
+end
+
+-- Put the agent into, or take it out of, the candidate set of each of its groups.
+function L.refresh(ag)
+  local sk = L.skills(ag)
+  local candidate = ag.st == "online" and ag.load < ag.cap
+  for i = 1, #sk, 2 do
+    local g = sk[i]
+    if candidate then
+      local r = L.rank(ag, L.group(g), tonumber(sk[i + 1]))
+      call("ZADD", K.ready(g), sfmt("%.17g", r), ag.id)
+    else
+      call("ZREM", K.ready(g), ag.id)
+    end
+  end
+end
+
+-- ------------------------------------------------------------------ customer side pick
+
+-- Best candidate of group g that the customer does not block: id, rank.
+local function top_agent(g, blocked)
+  local key, i = K.ready(g), 0
+  while true do
+    local r = call("ZRANGE", key, i, i, "WITHSCORES")
+    if #r == 0 then return nil end
+    if not blocked[r[1]] then return r[1], tonumber(r[2]) end
+    i = i + 1
+  end
+end
+
+-- The agent a customer goes to: own group first, then tier 1..open tier. Returns id, tier.
+function L.best_agent(s)
+  local blocked = L.blocked(s)
+  local a = top_agent(s.g, blocked)
+  if a then return a, 0 end
+  local tiers = L.group(s.g).tiers
+  for n = 1, s.tr do
+    local tier = tiers[n]
+    if not tier then break end
+    local best, best_rank
+    for _, h in ipairs(tier.groups) do
+      local x, r = top_agent(h, blocked)
+      if x and (not best or r < best_rank or (r == best_rank and x < best)) then
+        best, best_rank = x, r
+      end
+    end
+    if best then return best, n end
+  end
+  return nil
+end
+
+-- --------------------------------------------------------------------- agent side pick
+
+-- First member of zset `key` that does not block agent `aid`: member, score.
+local function head(key, aid)
+  local i = 0
+  while true do
+    local r = call("ZRANGE", key, i, i, "WITHSCORES")
+    if #r == 0 then return nil end
+    local m = r[1]
+    if sbyte(m, 26) ~= 98 or call("SISMEMBER", K.blocked(member_session(m)), aid) == 0 then
+      return m, tonumber(r[2])
+    end
+    i = i + 1
+  end
+end
+
+-- Which customer the agent takes next: session id, kind ("parked"|"group"|"overflow"), tier.
+function L.pick_for_agent(ag)
+  local r = call("ZRANGE", K.parked(ag.id), 0, 0)
+  if #r > 0 then return member_session(r[1]), "parked", 0 end
+  local sk = L.skills(ag)
+  local bm, bs, bx
+  for i = 1, #sk, 2 do
+    local ab = tonumber(sk[i + 1])
+    local m, sc = head(K.queue(sk[i]), ag.id)
+    if m and (not bm or ab > bx or (ab == bx and (sc < bs or (sc == bs and m < bm)))) then
+      bm, bs, bx = m, sc, ab
+    end
+  end
+  if bm then return member_session(bm), "group", 0 end
+  local mine, lowest = {}, {}
+  for i = 1, #sk, 2 do mine[sk[i]] = true end
+  for i = 1, #sk, 2 do
+    local src = call("HGETALL", K.sources(sk[i]))
+    for j = 1, #src, 2 do
+      local S, n = src[j], tonumber(src[j + 1])
+      if not mine[S] and (not lowest[S] or n < lowest[S]) then lowest[S] = n end
+    end
+  end
+  for S, n in pairs(lowest) do -- any order: the comparison below is total
+    local m, sc = head(K.overflow(S, n), ag.id)
+    if m and (not bm or n < bx or (n == bx and (sc < bs or (sc == bs and m < bm)))) then
+      bm, bs, bx = m, sc, n
+    end
+  end
+  if bm then return member_session(bm), "overflow", bx end
+  return nil
+end
+
+-- -------------------------------------------------------------------- state changes
+
+-- Take the session out of whatever queue it waits in (group queue + overflow sets, or an
+-- agent's parked set) and drop its timers.
+function L.unqueue(s)
+  if s.q == "g" then
+    call("ZREM", K.queue(s.g), s.m)
+    for n = 1, s.tr do call("ZREM", K.overflow(s.g, n), s.m) end
+    call("ZREM", K.due_overflow(), s.id)
+  elseif s.q == "a" then
+    call("ZREM", K.parked(s.pf), s.m)
+    call("ZREM", K.due_preference(), s.id)
+  end
+  s.q = ""
+end
+
+function L.assign(s, ag, via, tier, now, ev)
+  L.unqueue(s)
+  s.st, s.ag = "assigned", ag.id
+  call("HSET", K.session(s.id), "st", "assigned", "ag", ag.id, "q", "", "pf", "",
+    "asg", sfmt("%d", now))
+  call("SADD", K.agent_sessions(ag.id), s.id)
+  ag.load, ag.last = ag.load + 1, now
+  L.save_agent(ag)
+  L.refresh(ag)
+  ev[#ev + 1] = {
+    event = "assigned", session = s.id, agent = ag.id, group = s.g, tier = tier, via = via,
+    wait_ms = now - s.at,
+  }
+end
+
+local function queued_event(s, reason, key, parked_with)
+  return {
+    event = "queued", session = s.id, group = s.g, virtual_arrival_ms = s.va,
+    priority = s.p, position = call("ZRANK", key, s.m) + 1, reason = reason,
+    parked_with = parked_with,
+  }
+end
+
+-- Route a session that waits nowhere in its group s.g: open the tiers its real wait has
+-- earned, give it to the best agent of its pool, or queue it.
+function L.route(s, now, reason, ev)
+  local gc = L.group(s.g)
+  local wait, tr = now - s.at, 0
+  while gc.tiers[tr + 1] and gc.tiers[tr + 1].after_ms <= wait do tr = tr + 1 end
+  s.tr = tr
+  local a, tier = L.best_agent(s)
+  if a then
+    L.assign(s, L.agent(a), tier == 0 and "group" or "overflow", tier, now, ev)
+    return
+  end
+  s.va, s.q, s.st = s.at - s.p * gc.u, "g", "queued"
+  call("ZADD", K.queue(s.g), s.va, s.m)
+  for n = 1, tr do call("ZADD", K.overflow(s.g, n), s.va, s.m) end
+  local nxt = gc.tiers[tr + 1]
+  if nxt then call("ZADD", K.due_overflow(), sfmt("%d", s.at + nxt.after_ms), s.id) end
+  call("HSET", K.session(s.id), "st", "queued", "g", s.g, "q", "g", "tr", tr,
+    "va", sfmt("%d", s.va), "ag", "", "pf", "")
+  ev[#ev + 1] = queued_event(s, reason, K.queue(s.g))
+end
+
+-- Park a session with its preferred agent until `due`.
+function L.park(s, ag, kind, due, reason, ev)
+  s.va, s.q, s.pf, s.st, s.tr = s.at - s.p * L.group(s.g).u, "a", ag.id, "queued", 0
+  call("ZADD", K.parked(ag.id), s.va, s.m)
+  call("ZADD", K.due_preference(), sfmt("%d", due), s.id)
+  call("HSET", K.session(s.id), "st", "queued", "q", "a", "pf", ag.id, "pk", kind,
+    "va", sfmt("%d", s.va), "tr", 0, "ag", "")
+  ev[#ev + 1] = queued_event(s, reason, K.parked(ag.id), ag.id)
+end
+
+-- The agent takes customers while it is online with free capacity.
+function L.fill(ag, now, ev)
+  while ag.st == "online" and ag.load < ag.cap do
+    local sid, kind, tier = L.pick_for_agent(ag)
+    if not sid then return end
+    local s = L.session(sid)
+    L.assign(s, ag, kind == "parked" and s.pk or kind, tier, now, ev)
+  end
+end
+
+-- How long a closed session (and a customer's sticky memory) is kept, in ms.
+function L.close_session(s, now, reason)
+  local ttl = tonumber(call("HGET", K.tenant(), "retention_ms")) or 86400000
+  s.st = "closed"
+  call("HSET", K.session(s.id), "st", "closed", "q", "", "rs", reason, "cl", sfmt("%d", now))
+  call("PEXPIRE", K.session(s.id), ttl)
+  call("PEXPIRE", K.blocked(s.id), ttl)
+end
+
+-- ------------------------------------------------------------------------- entry points
+
+local function unpack_command(packed)
+  local ok, c = pcall(cmsgpack.unpack, packed)
+  if not ok or type(c) ~= "table" then L.fail("E_BAD_ARG", "command is not a msgpack map") end
+  return c
+end
+
+-- One command through its own script.
+function L.run(op, now_arg, packed)
+  local ok, res = pcall(function()
+    local now = L.check_now(now_arg)
+    local c = unpack_command(packed)
+    AGENTS = {}
+    return OPS[op](now, c)
+  end)
+  if not ok then return redis.error_reply(L.error_text(res)) end
+  return cmsgpack.pack(res)
+end
+
+-- Many commands in order; a refused one changes nothing and does not stop the rest.
+function L.batch(now_arg, packed)
+  local ok, now = pcall(L.check_now, now_arg)
+  if not ok then return redis.error_reply(L.error_text(now)) end
+  local ok2, cmds = pcall(unpack_command, packed)
+  if not ok2 then return redis.error_reply(L.error_text(cmds)) end
+  local out = {}
+  for i = 1, #cmds do
+    local c = cmds[i]
+    local fn = type(c) == "table" and OPS[c.op] or nil
+    if not fn then
+      out[i] = {error = "E_UNKNOWN_OP " .. tostring(type(c) == "table" and c.op or c)}
+    else
+      AGENTS = {}
+      local ok3, res = pcall(fn, now, c)
+      if ok3 then out[i] = {events = res} else out[i] = {error = L.error_text(res)} end
+    end
+  end
+  return cmsgpack.pack(out)
+end

@@ -1,0 +1,37 @@
+--[[
+  Set an agent online, away or offline.
+  KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
+  ARGV[1] now_ms       int    caller's clock
+  ARGV[2] command      msgpack map {agent, status="online"|"away"|"offline"}
+  online:  becomes a candidate in its groups and takes waiting work.
+  away:    stops being a candidate; keeps its sessions and parked customers.
+  offline: as away, and the customers parked with it go to normal routing at once.
+  Returns: msgpack [{event="agent_status", agent, status, previous}, then assigned/queued]
+  Errors:  "E_BAD_ID agent", "E_AGENT_UNKNOWN <id>", "E_BAD_ARG status"
+]]
+local STATUSES = {online = true, away = true, offline = true}
+
+OPS.set_agent_status = function(now, a)
+  local id = L.id(a.agent, "agent")
+  local st = a.status
+  if not STATUSES[st] then L.fail("E_BAD_ARG", "status") end
+  local ag = L.agent(id)
+  if not ag then L.fail("E_AGENT_UNKNOWN", id) end
+
+  local previous = ag.st
+  ag.st = st
+  if st == "online" and not ag.last then ag.last = now end
+  L.save_agent(ag)
+  L.refresh(ag)
+  local ev = {{event = "agent_status", agent = id, status = st, previous = previous}}
+  if st == "online" then
+    L.fill(ag, now, ev)
+  elseif st == "offline" then
+    for _, m in ipairs(call("ZRANGE", K.parked(id), 0, -1)) do
+      local s = L.session(ssub(m, 27))
+      L.unqueue(s)
+      L.route(s, now, "agent_offline", ev)
+    end
+  end
+  return ev
+end
