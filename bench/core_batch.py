@@ -29,8 +29,14 @@ import redis.asyncio as aioredis
 import uvloop
 
 from dispatchd.engine import Engine
-from dispatchd.messages import Arrive, Command, ConfigureAgent, ConfigureGroup, ReleaseSession
-from dispatchd.messages import SetAgentStatus
+from dispatchd.messages import (
+    Arrive,
+    Command,
+    ConfigureAgent,
+    ConfigureGroup,
+    ReleaseSession,
+    SetAgentStatus,
+)
 
 TENANT = "bench"
 

@@ -11,7 +11,7 @@ order; a refused command changes nothing and does not stop the others.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -334,17 +334,21 @@ class Engine:
             abilities={g.decode(): float(v) for g, v in skills.items()},
         )
 
+    async def _zset(self, key: str) -> list[tuple[bytes, float]]:
+        rows = await self.redis.zrange(key, 0, -1, withscores=True)
+        return cast(list[tuple[bytes, float]], rows)
+
     async def queue(self, tenant: str, group: str) -> list[QueueEntry]:
         """A group's queue in service order (first is served next)."""
-        rows = await self.redis.zrange(keys.key("queue", tenant, group), 0, -1, withscores=True)
+        rows = await self._zset(keys.key("queue", tenant, group))
         return [QueueEntry(_member_session(m), int(s)) for m, s in rows]
 
     async def parked(self, tenant: str, agent: str) -> list[QueueEntry]:
         """Customers parked with an agent, in service order."""
-        rows = await self.redis.zrange(keys.key("parked", tenant, agent), 0, -1, withscores=True)
+        rows = await self._zset(keys.key("parked", tenant, agent))
         return [QueueEntry(_member_session(m), int(s)) for m, s in rows]
 
     async def ranking(self, tenant: str, group: str) -> list[tuple[str, float]]:
         """A group's candidate agents, best first, with their stored rank (lower is better)."""
-        rows = await self.redis.zrange(keys.key("ready", tenant, group), 0, -1, withscores=True)
+        rows = await self._zset(keys.key("ready", tenant, group))
         return [(m.decode(), float(s)) for m, s in rows]

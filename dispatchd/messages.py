@@ -26,7 +26,7 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     groups: list[str]
 
 
-class ConfigureGroup(_Command, tag="configure_group"):
+class ConfigureGroup(_Command, frozen=True, tag="configure_group"):
     """Create or replace a skill group's routing settings."""
 
     group: str
@@ -38,7 +38,7 @@ class ConfigureGroup(_Command, tag="configure_group"):
     preference_ms: int = 60_000
 
 
-class ConfigureAgent(_Command, tag="configure_agent"):
+class ConfigureAgent(_Command, frozen=True, tag="configure_agent"):
     """Create or replace an agent's capacity, abilities (group memberships) and team."""
 
     agent: str
@@ -47,14 +47,14 @@ class ConfigureAgent(_Command, tag="configure_agent"):
     team: str = ""
 
 
-class SetAgentStatus(_Command, tag="set_agent_status"):
+class SetAgentStatus(_Command, frozen=True, tag="set_agent_status"):
     """Set an agent online, away or offline."""
 
     agent: str
     status: AgentStatusName
 
 
-class Arrive(_Command, tag="arrive"):
+class Arrive(_Command, frozen=True, tag="arrive"):
     """A customer arrives in a group: assigned at once, parked, or queued."""
 
     session: str
@@ -66,32 +66,32 @@ class Arrive(_Command, tag="arrive"):
     blocked_agents: list[str] = msgspec.field(default_factory=list)
 
 
-class AgentReady(_Command, tag="agent_ready"):
+class AgentReady(_Command, frozen=True, tag="agent_ready"):
     """An agent may have free capacity: it takes waiting customers if it can."""
 
     agent: str
 
 
-class ReleaseSession(_Command, tag="release_session"):
+class ReleaseSession(_Command, frozen=True, tag="release_session"):
     """An assigned or pre-closed session ends and frees its agent."""
 
     session: str
     reason: str = "closed"
 
 
-class PrecloseSession(_Command, tag="preclose_session"):
+class PrecloseSession(_Command, frozen=True, tag="preclose_session"):
     """An assigned session is pre-closed: frees capacity but is remembered."""
 
     session: str
 
 
-class ReactivateSession(_Command, tag="reactivate_session"):
+class ReactivateSession(_Command, frozen=True, tag="reactivate_session"):
     """A pre-closed session's customer came back."""
 
     session: str
 
 
-class TransferSession(_Command, tag="transfer_session"):
+class TransferSession(_Command, frozen=True, tag="transfer_session"):
     """Move a queued or assigned session to another group or to a named agent."""
 
     session: str
@@ -100,19 +100,19 @@ class TransferSession(_Command, tag="transfer_session"):
     force: bool = False
 
 
-class AbandonCustomer(_Command, tag="abandon_customer"):
+class AbandonCustomer(_Command, frozen=True, tag="abandon_customer"):
     """A queued customer leaves before being served."""
 
     session: str
 
 
-class EscalateOverflow(_Command, tag="escalate_overflow"):
+class EscalateOverflow(_Command, frozen=True, tag="escalate_overflow"):
     """Open the overflow tiers that are due, for up to ``limit`` customers."""
 
     limit: int = 100
 
 
-class ExpirePreferences(_Command, tag="expire_preferences"):
+class ExpirePreferences(_Command, frozen=True, tag="expire_preferences"):
     """Send parked customers whose preference wait is over to normal routing."""
 
     limit: int = 100
@@ -140,7 +140,7 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event"):
     """Base of every event."""
 
 
-class Queued(_Event, tag="queued"):
+class Queued(_Event, frozen=True, tag="queued"):
     session: str
     group: str
     virtual_arrival_ms: int
@@ -150,7 +150,7 @@ class Queued(_Event, tag="queued"):
     parked_with: str | None = None
 
 
-class Assigned(_Event, tag="assigned"):
+class Assigned(_Event, frozen=True, tag="assigned"):
     session: str
     agent: str
     group: str
@@ -159,35 +159,35 @@ class Assigned(_Event, tag="assigned"):
     wait_ms: int
 
 
-class TierOpened(_Event, tag="tier_opened"):
+class TierOpened(_Event, frozen=True, tag="tier_opened"):
     session: str
     group: str
     tier: int
 
 
-class PreferenceExpired(_Event, tag="preference_expired"):
+class PreferenceExpired(_Event, frozen=True, tag="preference_expired"):
     session: str
     agent: str
 
 
-class Released(_Event, tag="released"):
+class Released(_Event, frozen=True, tag="released"):
     session: str
     agent: str
     reason: str
 
 
-class Preclosed(_Event, tag="preclosed"):
+class Preclosed(_Event, frozen=True, tag="preclosed"):
     session: str
     agent: str
 
 
-class Reactivated(_Event, tag="reactivated"):
+class Reactivated(_Event, frozen=True, tag="reactivated"):
     session: str
     agent: str
     over_capacity: bool
 
 
-class Transferred(_Event, tag="transferred"):
+class Transferred(_Event, frozen=True, tag="transferred"):
     session: str
     from_group: str
     to_group: str
@@ -195,23 +195,23 @@ class Transferred(_Event, tag="transferred"):
     to_agent: str | None = None
 
 
-class Abandoned(_Event, tag="abandoned"):
+class Abandoned(_Event, frozen=True, tag="abandoned"):
     session: str
     group: str
     wait_ms: int
 
 
-class AgentStatusChanged(_Event, tag="agent_status"):
+class AgentStatusChanged(_Event, frozen=True, tag="agent_status"):
     agent: str
     status: AgentStatusName
     previous: AgentStatusName
 
 
-class GroupConfigured(_Event, tag="group_configured"):
+class GroupConfigured(_Event, frozen=True, tag="group_configured"):
     group: str
 
 
-class AgentConfigured(_Event, tag="agent_configured"):
+class AgentConfigured(_Event, frozen=True, tag="agent_configured"):
     agent: str
 
 
