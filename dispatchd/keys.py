@@ -96,7 +96,7 @@ def lua_prelude() -> str:
     root_template = TEMPLATES["tenant"][0].replace("{P}", "")
     lines = [
         "-- generated from dispatchd/keys.py: the only place keys are spelled",
-        f'local P = string.sub(KEYS[1], 1, -{len(root_template) + 1})',
+        f"local P = string.sub(KEYS[1], 1, -{len(root_template) + 1})",
         "local K = {}",
     ]
     for name, (template, params) in TEMPLATES.items():

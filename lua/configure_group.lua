@@ -8,12 +8,40 @@
                               preference_ms=60000}
   Touches: group hash, its members' ranks ({t}:g:<g>:r), the reverse overflow map
            ({t}:g:<h>:src) of every group named in the old or new tiers.
-  Returns: msgpack [{event="group_configured", group}]
+  Returns: msgpack [{event="group_configured", group}, then assigned events of
+           re-evaluated customers]
   Errors:  "E_BAD_ID group", "E_BAD_ARG <field>", "E_GROUP_UNKNOWN <tier group>",
            "E_BAD_TIER <why>"
-  Queued customers keep their virtual arrival and open tier; new thresholds apply from
-  their next overflow step.
+  Queued customers keep their virtual arrival. When the tiers change, each customer
+  queued in the group is re-evaluated in service order: its open tier becomes the number
+  of new tiers its real wait has earned (never fewer than it had, capped at the new
+  count), its next overflow step is rescheduled, and it is given to a candidate of its new
+  pool if there is one. That costs one pass over this group's queue; other changes cost
+  one pass over the group's members.
 ]]
+
+-- Re-evaluate every customer queued in group g against its new tiers (service order).
+local function recheck_queue(g, now, ev)
+  local tiers = L.group(g).tiers
+  for _, m in ipairs(call("ZRANGE", K.queue(g), 0, -1)) do
+    local s = L.session(ssub(m, 27))
+    local tr = math.min(s.tr, #tiers)
+    while tiers[tr + 1] and tiers[tr + 1].after_ms <= now - s.at do tr = tr + 1 end
+    for n = tr + 1, s.tr do call("ZREM", K.overflow(g, n), m) end
+    for n = 1, tr do call("ZADD", K.overflow(g, n), s.va, m) end
+    s.tr = tr
+    call("HSET", K.session(s.id), "tr", tr)
+    local nxt = tiers[tr + 1]
+    if nxt then
+      call("ZADD", K.due_overflow(), sfmt("%d", s.at + nxt.after_ms), s.id)
+    else
+      call("ZREM", K.due_overflow(), s.id)
+    end
+    local a, tier = L.best_agent(s)
+    if a then L.assign(s, L.agent(a), tier == 0 and "group" or "overflow", tier, now, ev) end
+  end
+end
+
 OPS.configure_group = function(now, a)
   local g = L.id(a.group, "group")
   local k = L.num(a.k or 60.0, 0, 1e9, "k")
@@ -40,6 +68,8 @@ OPS.configure_group = function(now, a)
   end
 
   local old = L.group(g)
+  local packed = cmsgpack.pack(tiers)
+  local tiers_changed = old and cmsgpack.pack(old.tiers) ~= packed
   if old then
     for _, t in ipairs(old.tiers) do
       for _, h in ipairs(t.groups) do call("HDEL", K.sources(h), g) end
@@ -47,10 +77,12 @@ OPS.configure_group = function(now, a)
   end
   for h, n in pairs(seen) do call("HSET", K.sources(h), g, n) end
   call("HSET", K.group(g), "k", sfmt("%.17g", k), "m", sfmt("%.17g", m), "u", u,
-    "sticky", sfmt("%d", sticky), "pref", sfmt("%d", pref), "tiers", cmsgpack.pack(tiers))
+    "sticky", sfmt("%d", sticky), "pref", sfmt("%d", pref), "tiers", packed)
   call("SADD", K.groups(), g)
   L.forget_group(g)
   local members = call("HGETALL", K.members(g))
   for i = 1, #members, 2 do L.refresh(L.agent(members[i])) end
-  return {{event = "group_configured", group = g}}
+  local ev = {{event = "group_configured", group = g}}
+  if tiers_changed then recheck_queue(g, now, ev) end
+  return ev
 end

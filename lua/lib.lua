@@ -279,7 +279,7 @@ function L.assign(s, ag, via, tier, now, ev)
   L.unqueue(s)
   s.st, s.ag = "assigned", ag.id
   call("HSET", K.session(s.id), "st", "assigned", "ag", ag.id, "q", "", "pf", "",
-    "asg", sfmt("%d", now))
+    "tr", s.tr, "asg", sfmt("%d", now))
   call("SADD", K.agent_sessions(ag.id), s.id)
   ag.load, ag.last = ag.load + 1, now
   L.save_agent(ag)
@@ -379,8 +379,10 @@ function L.batch(now_arg, packed)
   for i = 1, #cmds do
     local c = cmds[i]
     local fn = type(c) == "table" and OPS[c.op] or nil
-    if not fn then
-      out[i] = {error = "E_UNKNOWN_OP " .. tostring(type(c) == "table" and c.op or c)}
+    if type(c) ~= "table" then
+      out[i] = {error = "E_BAD_ARG command is not a map"}
+    elseif not fn then
+      out[i] = {error = "E_UNKNOWN_OP " .. tostring(c.op)}
     else
       AGENTS = {}
       local ok3, res = pcall(fn, now, c)

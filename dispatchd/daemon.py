@@ -1,0 +1,256 @@
+"""The daemon: start-up, the loops' TaskGroup, and a clean stop on SIGTERM/SIGINT.
+
+Start-up, one log line per step: start the embedded Valkey unless a ``redis_url`` is set,
+connect, check the server version, ``SCRIPT LOAD`` every routing script (a broken script
+stops the daemon here), then log ``ready``. The daemon's loops then run in one
+``asyncio.TaskGroup`` until a signal sets the stop event; they get ``shutdown_grace_s``
+to drain before they are cancelled. This build has no loops yet: the gateway stream
+consumer and the admin API come later, so a ready daemon holds the scripts loaded on the
+server and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import redis.asyncio as aioredis
+import uvloop
+from redis.exceptions import RedisError
+
+from dispatchd.embedded import EmbeddedValkey, check_server
+from dispatchd.engine import Engine
+from dispatchd.errors import DispatchError
+from dispatchd.settings import Settings
+
+EXIT_OK = 0
+#: Start-up failed (or, once there are loops, one of them failed).
+EXIT_FAILURE = 1
+EXIT_SETTINGS = 2
+
+#: Loading a large append-only file takes a while; Valkey answers PING only after that.
+EMBEDDED_START_TIMEOUT_S = 120.0
+CONNECT_TIMEOUT_S = 10.0
+
+#: A daemon loop: runs until the stop event is set, then finishes its in-flight work.
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+log = logging.getLogger("dispatchd")
+_json = msgspec.json.Encoder(enc_hook=str)
+
+
+# ---------------------------------------------------------------------------- logging
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    when = datetime.fromtimestamp(record.created, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "fields": getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return _json.encode(doc).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``<ts> <LEVEL> <msg> key=value ...`` for a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", {})
+        pairs = " ".join(f"{k}={v}" for k, v in fields.items())
+        line = f"{_timestamp(record)} {record.levelname:<7} {record.getMessage()} {pairs}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line.rstrip()
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send every log record (ours and the libraries') to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+def _log(level: int, msg: str, **fields: object) -> None:
+    log.log(level, msg, extra={"fields": fields})
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# --------------------------------------------------------------------------- the loops
+
+
+async def run_loops(loops: Sequence[Loop], stop: asyncio.Event, grace_s: float) -> None:
+    """Run ``loops`` in one TaskGroup until ``stop`` is set, then let them drain.
+
+    Each loop gets the stop event and should return soon after it is set; the ones still
+    running ``grace_s`` seconds later are cancelled. A loop that fails cancels the others
+    and its exception propagates (in an ``ExceptionGroup``).
+    """
+    try:
+        async with asyncio.timeout(None) as deadline:
+            async with asyncio.TaskGroup() as group:
+                for loop in loops:
+                    group.create_task(loop(stop))
+                await stop.wait()
+                deadline.reschedule(asyncio.get_running_loop().time() + grace_s)
+    except TimeoutError:
+        _log(logging.WARNING, "grace period over; loops cancelled", grace_s=grace_s)
+
+
+# ---------------------------------------------------------------------------- start-up
+
+
+class _Startup:
+    """The start-up steps; ``step`` names the one running, for the failure log line."""
+
+    def __init__(self, settings: Settings, stack: contextlib.AsyncExitStack) -> None:
+        self.settings = settings
+        self.stack = stack
+        self.step = "settings"
+
+    async def server_url(self) -> str:
+        if self.settings.redis_url is not None:
+            _log(logging.INFO, "using external server", url=redact(self.settings.redis_url))
+            return self.settings.redis_url
+        self.step = "embedded valkey"
+        server = EmbeddedValkey(self.settings.data_dir, self.settings.embedded_port)
+        _log(logging.INFO, "starting embedded valkey", data_dir=str(server.data_dir))
+        await asyncio.to_thread(server.start, EMBEDDED_START_TIMEOUT_S)
+        self.stack.push_async_callback(self._stop_embedded, server)
+        _log(
+            logging.INFO,
+            "embedded valkey started",
+            url=server.url,
+            data_dir=str(server.data_dir),
+            append_only="everysec",
+            log=str(server.log_path),
+        )
+        return server.url
+
+    @staticmethod
+    async def _stop_embedded(server: EmbeddedValkey) -> None:
+        await asyncio.to_thread(server.stop)
+        _log(logging.INFO, "embedded valkey stopped", data_dir=str(server.data_dir))
+
+    async def engine(self) -> Engine:
+        url = await self.server_url()
+        self.step = "connect"
+        client = aioredis.Redis.from_url(
+            url, decode_responses=False, socket_connect_timeout=CONNECT_TIMEOUT_S
+        )
+        self.stack.push_async_callback(client.aclose)
+        await client.ping()
+        self.step = "server check"
+        server = await check_server(client)
+        _log(logging.INFO, "server checked", url=redact(url), server=str(server))
+        self.step = "scripts"
+        engine = Engine(client)
+        shas = await engine.load_scripts()
+        _log(logging.INFO, "scripts loaded", scripts=len(shas), shas=shas)
+        _log(
+            logging.INFO,
+            "ready: routing core loaded; gateway consumer and admin API are not part of this build",
+            url=redact(url),
+        )
+        return engine
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            _log(logging.INFO, "stop requested", signal=sig.name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    def remove() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    return remove
+
+
+async def serve(settings: Settings, loops: Sequence[Loop] = ()) -> int:
+    """Start up, run ``loops`` until SIGTERM/SIGINT, stop; the process exit status."""
+    stop = asyncio.Event()
+    remove_handlers = _install_signal_handlers(stop)
+    _log(
+        logging.INFO,
+        "starting dispatchd",
+        version=package_version("dispatchd"),
+        pid=os.getpid(),
+        cwd=str(Path.cwd()),
+    )
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            startup = _Startup(settings, stack)
+            try:
+                await startup.engine()
+            except Exception as exc:
+                # Our own and the server's errors explain themselves; anything else is a
+                # bug, so it gets its traceback.
+                expected = isinstance(exc, DispatchError | RedisError | OSError)
+                fields = {"step": startup.step, "error": _describe(exc)}
+                log.error(
+                    "start-up failed", exc_info=None if expected else exc, extra={"fields": fields}
+                )
+                return EXIT_FAILURE
+            try:
+                await run_loops(loops, stop, settings.shutdown_grace_s)
+            except ExceptionGroup as group:
+                for failure in group.exceptions:
+                    fields = {"error": _describe(failure)}
+                    log.error("loop failed", exc_info=failure, extra={"fields": fields})
+                return EXIT_FAILURE
+            _log(logging.INFO, "stopping")
+        _log(logging.INFO, "stopped", exit_code=EXIT_OK)
+        return EXIT_OK
+    finally:
+        remove_handlers()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run(settings: Settings, loops: Sequence[Loop] = ()) -> int:
+    """Run the daemon on a uvloop event loop; returns the process exit status."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(settings, loops))

@@ -1,0 +1,170 @@
+"""The daemon's settings: one frozen struct, read once at start-up.
+
+Every field ``name`` is set by the environment variable ``DISPATCHD_<NAME>`` or by the
+key ``name`` of the TOML file that ``DISPATCHD_CONFIG`` names; the environment wins over
+the file, the file over the default. An empty environment variable counts as unset.
+Values are converted with ``msgspec.convert(..., strict=False)``, so ``"8080"`` is a
+valid port. This module is the only place in the package that reads the environment.
+"""
+
+import ast
+import inspect
+import itertools
+import os
+import tomllib
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from dispatchd.errors import DispatchError
+
+ENV_PREFIX = "DISPATCHD_"
+CONFIG_VAR = "DISPATCHD_CONFIG"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+URL_SCHEMES = ("redis", "rediss", "unix")
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+
+class SettingsError(DispatchError):
+    """A setting has a value the daemon cannot use.
+
+    Attributes:
+        source: where the value came from: the environment variable
+            (``DISPATCHD_ADMIN_PORT``) or the file and key (``/etc/d.toml: admin_port``).
+        value: the offending value as given, or None when the file itself is the problem.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, source: str, value: object, reason: str) -> None:
+        shown = "" if value is None else f"={value!r}"
+        super().__init__(f"bad setting {source}{shown}: {reason}")
+        self.source = source
+        self.value = value
+        self.reason = reason
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything the daemon can be told at start-up (see the module docstring)."""
+
+    redis_url: str | None = None
+    """URL of an external Redis (>= 7.0) or Valkey (>= 7.2): redis://host:6379/0,
+    rediss://... (TLS) or unix:///path.sock. Unset: the daemon runs its own embedded
+    Valkey on loopback."""
+
+    data_dir: str = ".dispatchd"
+    """Directory of the embedded Valkey's data (append-only file) and log; created if
+    missing. Unused with redis_url."""
+
+    embedded_port: Port = 0
+    """Loopback TCP port of the embedded Valkey; 0 picks a free one."""
+
+    admin_host: str = "127.0.0.1"
+    """Address the admin HTTP API will listen on (the API is not served by this build)."""
+
+    admin_port: Port = 8080
+    """TCP port the admin HTTP API will listen on (the API is not served by this build)."""
+
+    log_level: str = "INFO"
+    """Lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
+
+    log_format: Literal["json", "text"] = "json"
+    """json: one JSON object per line (ts, level, logger, msg, fields); text: for humans."""
+
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    """Seconds the daemon's loops get to finish after SIGTERM/SIGINT before they are
+    cancelled."""
+
+    def __post_init__(self) -> None:
+        if self.redis_url is not None and self.redis_url.partition("://")[0] not in URL_SCHEMES:
+            raise ValueError(f"the URL must start with {', '.join(s + '://' for s in URL_SCHEMES)}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        """Read the settings from ``environ`` and the file named by ``DISPATCHD_CONFIG``.
+
+        Raises:
+            SettingsError: naming the variable (or file and key) of the first bad value.
+        """
+        values: dict[str, Any] = {}
+        config_path = environ.get(CONFIG_VAR, "")
+        if config_path:
+            for name, value in _read_file(config_path).items():
+                _check(name, value, f"{config_path}: {name}")  # even if the env overrides it
+                values[name] = value
+        for name in field_names():
+            raw = environ.get(env_var(name), "")
+            if raw != "":
+                _check(name, raw, env_var(name))
+                values[name] = raw
+        return _convert(values, "settings", None)
+
+
+def env_var(name: str) -> str:
+    """The environment variable of field ``name``."""
+    return ENV_PREFIX + name.upper()
+
+
+def field_names() -> tuple[str, ...]:
+    """The names of the settings, in declaration order."""
+    return Settings.__struct_fields__
+
+
+@cache
+def field_docs() -> dict[str, str]:
+    """Field name -> its docstring, one line (what ``--help`` and the README show)."""
+    tree = ast.parse(inspect.getsource(Settings))
+    body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for stmt, after in itertools.pairwise(body):
+        if (
+            isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[stmt.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def defaults() -> dict[str, object]:
+    """Field name -> default value."""
+    return {f.name: f.default for f in msgspec.structs.fields(Settings)}
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with Path(path).open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(CONFIG_VAR, path, f"cannot read the file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(CONFIG_VAR, path, f"not valid TOML: {exc}") from None
+    known = set(field_names())
+    for name in data:
+        if name not in known:
+            raise SettingsError(
+                f"{path}: {name}", None, f"unknown setting (known: {', '.join(sorted(known))})"
+            )
+    return data
+
+
+def _check(name: str, value: object, source: str) -> None:
+    # Every field has a default, so a one-field dict is a complete Settings: converting it
+    # checks this value alone and the error can name where it came from.
+    _convert({name: value}, source, value)
+
+
+def _convert(values: dict[str, Any], source: str, value: object) -> Settings:
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        # msgspec appends " - at `$.field`"; the source already says where.
+        reason = str(exc).split(" - at `$", 1)[0]
+        raise SettingsError(source, value, reason) from None
