@@ -79,7 +79,7 @@ async def test_queued_customers_keep_virtual_arrival_and_open_tier(engine, tenan
                                                              open_tier=1)
     await engine.arrive(tenant, T0 + SEC, "s2", "main", priority=1)
     assert await engine.session(tenant, "s2") == queued_view("s2", "main", T0 + SEC,
-                                                             priority=1, u=10 * SEC)
+                                                             priority=1, u=10 * SEC, open_tier=1)
     assert [q.session for q in await engine.queue(tenant, "main")] == ["s1", "s2"]
 
 
