@@ -1,8 +1,8 @@
 """Assembles the Lua scripts and registers them with a Redis client.
 
 Each ``lua/<op>.lua`` defines one transition as ``OPS.<op> = function(now, a) ... end``.
-A script sent to Redis is the key prelude (from :mod:`dispatchd.keys`), ``lua/lib.lua``,
-the transition(s) and a footer:
+A script sent to Redis is the key prelude (from :mod:`dispatchd.keys`), the shared
+library ``lua/lib/*.lua`` (in file-name order), the transition(s) and a footer:
 
 * the standalone script of ``<op>``: ``ARGV[1]`` now_ms, ``ARGV[2]`` the msgpack-packed
   command; returns the msgpack-packed event list or an error reply ``E_CODE detail``;
@@ -36,24 +36,28 @@ def lua_dir() -> Path:
     """Where the ``.lua`` files are: inside the installed package, or the source tree."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "lua", here.parent / "lua"):
-        if (candidate / "lib.lua").is_file():
+        if (candidate / "lib").is_dir():
             return candidate
     raise FileNotFoundError(f"lua scripts not found next to {here}")
 
 
 def operations() -> list[str]:
     """The names of all transitions, one per ``lua/<op>.lua`` (sorted)."""
-    return sorted(p.stem for p in lua_dir().glob("*.lua") if p.stem != "lib")
+    return sorted(p.stem for p in lua_dir().glob("*.lua"))
 
 
 def _read(name: str) -> str:
     return (lua_dir() / f"{name}.lua").read_text(encoding="utf-8")
 
 
+def _library() -> str:
+    return "".join(p.read_text(encoding="utf-8") for p in sorted((lua_dir() / "lib").glob("*.lua")))
+
+
 @cache
 def source(name: str) -> str:
     """The full text sent to Redis for ``name`` (an operation or ``apply_batch``)."""
-    head = "local OPS = {}\n" + lua_prelude() + _read("lib")
+    head = "local OPS = {}\n" + lua_prelude() + _library()
     if name == BATCH:
         return head + "".join(_read(op) for op in operations()) + _BATCH_FOOTER
     if name not in operations():
@@ -69,6 +73,6 @@ def sha1(name: str) -> str:
 def error_codes_used() -> set[str]:
     """Every ``E_*`` code that appears in the Lua sources (for the mapping test)."""
     codes: set[str] = set()
-    for path in lua_dir().glob("*.lua"):
+    for path in lua_dir().rglob("*.lua"):
         codes.update(re.findall(r"\bE_[A-Z_]+\b", path.read_text(encoding="utf-8")))
     return codes

@@ -9,7 +9,7 @@ import pytest
 from dispatchd import errors, scripts
 from dispatchd.errors import CODES, CommandRejected, ScriptFailure, from_reply
 
-# What a helper of lua/lib.lua raises when a transition calls it.
+# What a helper of lua/lib/*.lua raises when a transition calls it.
 _HELPER_CODES = {
     r"\bL\.(opt_)?id\(": "E_BAD_ID",
     r"\bL\.(num|int|str|list)\(": "E_BAD_ARG",

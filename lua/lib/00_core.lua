@@ -1,0 +1,156 @@
+--[[
+  Shared routing helpers, included before every transition (see dispatchd/scripts.py).
+  The rules they implement are docs/routing.md; read that first.
+
+  Provided before this file: OPS (transitions register here), P (tenant key prefix, from
+  KEYS[1]) and K (key builders generated from dispatchd/keys.py).
+
+  Discipline every transition follows: validate everything, then write. An error raised
+  with L.fail before the first write leaves no trace, which is what makes a refused
+  command "never half-applied", alone or inside a batch.
+
+  Queue member: 15-digit arrival ms .. 10-digit arrival sequence .. flag .. session id,
+  flag "b" when the customer blocks some agents, "-" otherwise. Equal scores order by
+  member, so ties go to the earlier arrival, then the lower sequence; the flag lets the
+  agent side skip the blocked-set lookup for the common customer who blocks nobody.
+]]
+local L = {}
+local call = redis.call
+local sfmt, ssub, sbyte = string.format, string.sub, string.byte
+local GROUPS = {} -- group config cache; lives for one script call (a whole batch)
+local AGENTS = {} -- agent cache; one table per agent per command, so every path sees one truth
+
+-- ----------------------------------------------------------------------------- errors
+
+function L.fail(code, detail)
+  error({err = code .. " " .. tostring(detail)}, 0)
+end
+
+function L.error_text(e)
+  if type(e) == "table" and e.err then return e.err end
+  return tostring(e)
+end
+
+-- ------------------------------------------------------------------------- validation
+
+function L.id(v, what)
+  if type(v) ~= "string" or #v < 1 or #v > 64 or v:find("[^%w_.@%-]") then
+    L.fail("E_BAD_ID", what)
+  end
+  return v
+end
+
+function L.opt_id(v, what)
+  if v == nil then return nil end
+  return L.id(v, what)
+end
+
+function L.num(v, lo, hi, what)
+  if type(v) ~= "number" or v ~= v or v < lo or v > hi then L.fail("E_BAD_ARG", what) end
+  return v
+end
+
+function L.int(v, lo, hi, what)
+  L.num(v, lo, hi, what)
+  if v ~= math.floor(v) then L.fail("E_BAD_ARG", what) end
+  return v
+end
+
+function L.str(v, maxlen, what)
+  if type(v) ~= "string" or #v > maxlen then L.fail("E_BAD_ARG", what) end
+  return v
+end
+
+function L.list(v, maxlen, what)
+  if v == nil then return {} end
+  if type(v) ~= "table" or #v > maxlen then L.fail("E_BAD_ARG", what) end
+  for k in pairs(v) do
+    if type(k) ~= "number" then L.fail("E_BAD_ARG", what) end
+  end
+  return v
+end
+
+function L.check_now(v)
+  local now = tonumber(v)
+  if not now or now ~= math.floor(now) or now < 0 or now >= 1e15 then
+    L.fail("E_BAD_ARG", "now_ms")
+  end
+  return now
+end
+
+-- -------------------------------------------------------------------------- entities
+
+function L.group(g)
+  local c = GROUPS[g]
+  if c == nil then
+    local r = call("HMGET", K.group(g), "k", "m", "u", "sticky", "pref", "tiers")
+    if not r[1] then
+      c = false
+    else
+      c = {
+        k = tonumber(r[1]), m = tonumber(r[2]), u = tonumber(r[3]),
+        sticky = tonumber(r[4]), pref = tonumber(r[5]), tiers = cmsgpack.unpack(r[6]),
+      }
+    end
+    GROUPS[g] = c
+  end
+  return c
+end
+
+function L.forget_group(g) GROUPS[g] = nil end
+
+function L.agent(a)
+  local ag = AGENTS[a]
+  if ag == nil then
+    local r = call("HMGET", K.agent(a), "st", "cap", "load", "pre", "last")
+    if not r[1] then
+      ag = false
+    else
+      ag = {
+        id = a, st = r[1], cap = tonumber(r[2]), load = tonumber(r[3]),
+        pre = tonumber(r[4]), last = tonumber(r[5]),
+      }
+    end
+    AGENTS[a] = ag
+  end
+  return ag
+end
+
+-- The agent's skills as a flat HGETALL list {group, ability, ...}, read once per command.
+function L.skills(ag)
+  if not ag.sk then ag.sk = call("HGETALL", K.skills(ag.id)) end
+  return ag.sk
+end
+
+function L.save_agent(ag)
+  call("HSET", K.agent(ag.id), "st", ag.st, "cap", ag.cap, "load", ag.load, "pre", ag.pre)
+  if ag.last then call("HSET", K.agent(ag.id), "last", sfmt("%d", ag.last)) end
+end
+
+function L.session(sid)
+  local r = call("HGETALL", K.session(sid))
+  if #r == 0 then return nil end
+  local s = {id = sid}
+  for i = 1, #r, 2 do s[r[i]] = r[i + 1] end
+  s.p, s.at, s.sq = tonumber(s.p), tonumber(s.at), tonumber(s.sq)
+  s.tr, s.va = tonumber(s.tr) or 0, tonumber(s.va)
+  return s
+end
+
+-- Set of agents the session's customer blocks (a Lua set), read once.
+function L.blocked(s)
+  if not s.blk then
+    s.blk = {}
+    if s.bl == "1" then
+      for _, a in ipairs(call("SMEMBERS", K.blocked(s.id))) do s.blk[a] = true end
+    end
+  end
+  return s.blk
+end
+
+function L.member(at, seq, has_blocks, sid)
+  return sfmt("%015d%010d", at, seq) .. (has_blocks and "b" or "-") .. sid
+end
+
+local function member_session(m) return ssub(m, 27) end
+
