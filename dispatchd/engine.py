@@ -172,8 +172,13 @@ class Engine:
         tiers: Sequence[Tier] = (),
         sticky_ms: int = 0,
         preference_ms: int = 60_000,
+        **timers: int,
     ) -> Outcome:
-        """Create or replace a skill group's settings."""
+        """Create or replace a skill group's settings.
+
+        ``timers`` are the lifecycle timer fields of :class:`ConfigureGroup`
+        (``queue_warning_ms``, ``reply_sla_ms``, ...).
+        """
         return await self.apply(
             tenant,
             now_ms,
@@ -185,6 +190,7 @@ class Engine:
                 tiers=list(tiers),
                 sticky_ms=sticky_ms,
                 preference_ms=preference_ms,
+                **timers,
             ),
         )
 

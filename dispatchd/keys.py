@@ -53,7 +53,24 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     # zsets: session -> due ms of its next overflow step / of its preference fallback
     "due_overflow": ("{P}due:ovf", ()),
     "due_preference": ("{P}due:pref", ()),
+    # zset: "<kind>:<session>" -> due ms of a lifecycle timer (lua/lib/20_sessions.lua)
+    "due_timers": ("{P}due:tm", ()),
+    # set: agents invited into the session besides its own
+    "experts": ("{P}s:{session}:x", ("session",)),
+    # hash: r (customers served per second, decayed), t (ms of the last update)
+    "group_rate": ("{P}g:{group}:rate", ("group",)),
+    # streams: gateway commands in, events out, refused commands (docs/protocol.md)
+    "inbound": ("{P}in", ()),
+    "outbound": ("{P}out", ()),
+    "dead": ("{P}dead", ()),
+    # zset: command id -> ms applied (idempotency window)
+    "applied": ("{P}applied", ()),
+    # string: the token of the daemon replica that holds this tenant (with PX expiry)
+    "lease": ("{P}lease", ()),
 }
+
+#: Not a tenant key: the set of tenant ids the daemon serves (no hash tag, own slot).
+TENANTS_KEY = "dispatchd:tenants"
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 

@@ -36,6 +36,16 @@ class ConfigureGroup(_Command, frozen=True, tag="configure_group"):
     tiers: list[Tier] = msgspec.field(default_factory=list)
     sticky_ms: int = 0
     preference_ms: int = 60_000
+    # lifecycle timers (ms; 0 = off), see docs/protocol.md
+    queue_warning_ms: int = 60_000
+    queue_timeout_ms: int = 0
+    position_update_ms: int = 30_000
+    reply_sla_ms: int = 60_000
+    reply_reassign_ms: int = 0
+    silence_remind_ms: int = 120_000
+    silence_preclose_ms: int = 300_000
+    silence_close_ms: int = 1_800_000
+    confirm_close_ms: int = 300_000
 
 
 class ConfigureAgent(_Command, frozen=True, tag="configure_agent"):

@@ -13,7 +13,7 @@ OPS.abandon_customer = function(now, a)
   if not s then L.fail("E_SESSION_UNKNOWN", sid) end
   if s.st ~= "queued" then L.fail("E_SESSION_STATE", s.st) end
 
-  L.unqueue(s)
-  L.close_session(s, now, "abandoned")
-  return {{event = "abandoned", session = sid, group = s.g, wait_ms = now - s.at}}
+  local ev = {}
+  L.abandon(s, now, "abandoned", "closed", ev)
+  return ev
 end

@@ -5,7 +5,8 @@
                               deterministic)
   ARGV[2] command      msgpack map {group, k=60.0, m=0.5, priority_unit_ms=60000,
                               tiers=[{after_ms, groups=[...]}...], sticky_ms=0,
-                              preference_ms=60000}
+                              preference_ms=60000, and the lifecycle timers of
+                              TIMER_FIELDS below (ms, 0 = off)}
   Touches: group hash, its members' ranks ({t}:g:<g>:r), the reverse overflow map
            ({t}:g:<h>:src) of every group named in the old or new tiers.
   Returns: msgpack [{event="group_configured", group}, then assigned events of
@@ -42,6 +43,15 @@ local function recheck_queue(g, now, ev)
   end
 end
 
+-- command field -> {key in the group's timer map, default ms}
+local TIMER_FIELDS = {
+  queue_warning_ms = {"qwarn", 60000}, queue_timeout_ms = {"qtimeout", 0},
+  position_update_ms = {"posint", 30000}, reply_sla_ms = {"sla", 60000},
+  reply_reassign_ms = {"reassign", 0}, silence_remind_ms = {"sremind", 120000},
+  silence_preclose_ms = {"spreclose", 300000}, silence_close_ms = {"sclose", 1800000},
+  confirm_close_ms = {"cclose", 300000},
+}
+
 OPS.configure_group = function(now, a)
   local g = L.id(a.group, "group")
   local k = L.num(a.k or 60.0, 0, 1e9, "k")
@@ -49,6 +59,10 @@ OPS.configure_group = function(now, a)
   local u = L.int(a.priority_unit_ms or 60000, 0, 1e9, "priority_unit_ms")
   local sticky = L.int(a.sticky_ms or 0, 0, 1e11, "sticky_ms")
   local pref = L.int(a.preference_ms or 60000, 0, 1e11, "preference_ms")
+  local timers = {}
+  for field, spec in pairs(TIMER_FIELDS) do
+    timers[spec[1]] = L.int(a[field] or spec[2], 0, 1e11, field)
+  end
   local tiers, seen, last_after = {}, {}, -1
   for n, t in ipairs(L.list(a.tiers, 16, "tiers")) do
     if type(t) ~= "table" then L.fail("E_BAD_ARG", "tiers") end
@@ -77,7 +91,8 @@ OPS.configure_group = function(now, a)
   end
   for h, n in pairs(seen) do call("HSET", K.sources(h), g, n) end
   call("HSET", K.group(g), "k", sfmt("%.17g", k), "m", sfmt("%.17g", m), "u", u,
-    "sticky", sfmt("%d", sticky), "pref", sfmt("%d", pref), "tiers", packed)
+    "sticky", sfmt("%d", sticky), "pref", sfmt("%d", pref), "tiers", packed,
+    "timers", cmsgpack.pack(timers))
   call("SADD", K.groups(), g)
   L.forget_group(g)
   local members = call("HGETALL", K.members(g))

@@ -14,13 +14,7 @@ OPS.preclose_session = function(now, a)
   if not s then L.fail("E_SESSION_UNKNOWN", sid) end
   if s.st ~= "assigned" then L.fail("E_SESSION_STATE", s.st) end
 
-  local ag = L.agent(s.ag)
-  call("SMOVE", K.agent_sessions(s.ag), K.agent_preclosed(s.ag), sid)
-  ag.load, ag.pre = ag.load - 1, ag.pre + 1
-  L.save_agent(ag)
-  call("HSET", K.session(sid), "st", "preclosed")
-  L.refresh(ag)
-  local ev = {{event = "preclosed", session = sid, agent = s.ag}}
-  L.fill(ag, now, ev)
+  local ev = {}
+  L.preclose(s, now, ev)
   return ev
 end

@@ -15,20 +15,7 @@ OPS.reactivate_session = function(now, a)
   if not s then L.fail("E_SESSION_UNKNOWN", sid) end
   if s.st ~= "preclosed" then L.fail("E_SESSION_STATE", s.st) end
 
-  local ag = L.agent(s.ag)
-  if ag.st ~= "offline" then
-    call("SMOVE", K.agent_preclosed(s.ag), K.agent_sessions(s.ag), sid)
-    ag.load, ag.pre = ag.load + 1, ag.pre - 1
-    L.save_agent(ag)
-    call("HSET", K.session(sid), "st", "assigned")
-    L.refresh(ag)
-    return {{event = "reactivated", session = sid, agent = ag.id, over_capacity = ag.load > ag.cap}}
-  end
-  call("SREM", K.agent_preclosed(s.ag), sid)
-  ag.pre = ag.pre - 1
-  L.save_agent(ag)
-  L.refresh(ag)
   local ev = {}
-  L.route(s, now, "reactivation", ev)
+  L.reactivate(s, now, ev)
   return ev
 end

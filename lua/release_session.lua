@@ -17,22 +17,7 @@ OPS.release_session = function(now, a)
   if not s then L.fail("E_SESSION_UNKNOWN", sid) end
   if s.st ~= "assigned" and s.st ~= "preclosed" then L.fail("E_SESSION_STATE", s.st) end
 
-  local ag = L.agent(s.ag)
-  if s.st == "assigned" then
-    call("SREM", K.agent_sessions(s.ag), sid)
-    ag.load = ag.load - 1
-  else
-    call("SREM", K.agent_preclosed(s.ag), sid)
-    ag.pre = ag.pre - 1
-  end
-  L.save_agent(ag)
-  L.close_session(s, now, reason)
-  if s.c and s.c ~= "" then
-    call("HSET", K.customer(s.c), "ag", s.ag, "at", sfmt("%d", now))
-    call("PEXPIRE", K.customer(s.c), 2592000000)
-  end
-  L.refresh(ag)
-  local ev = {{event = "released", session = sid, agent = s.ag, reason = reason}}
-  L.fill(ag, now, ev)
+  local ev = {}
+  L.release(s, now, reason, "closed", ev)
   return ev
 end

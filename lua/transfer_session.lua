@@ -36,36 +36,7 @@ OPS.transfer_session = function(now, a)
     if s.st == "assigned" and s.ag == to_agent then L.fail("E_BAD_ARG", "to_agent: already there") end
   end
 
-  local from_group, old = s.g, nil
-  if s.st == "assigned" then
-    old = L.agent(s.ag)
-    call("SREM", K.agent_sessions(old.id), sid)
-    old.load = old.load - 1
-    L.save_agent(old)
-    L.refresh(old)
-  else
-    L.unqueue(s)
-  end
-  local ev = {{
-    event = "transferred", session = sid, from_group = from_group,
-    to_group = to_group or from_group, from_agent = old and old.id or nil, to_agent = to_agent,
-  }}
-  if to_group then
-    s.g = to_group
-    call("HSET", K.session(sid), "g", to_group)
-    L.route(s, now, "transfer", ev)
-  elseif force then
-    L.assign(s, target, "forced", 0, now, ev)
-  elseif target.st == "online" and target.load < target.cap then
-    L.assign(s, target, "transfer", 0, now, ev)
-  else
-    local pref = L.group(s.g).pref
-    if pref > 0 then
-      L.park(s, target, "transfer", now + pref, "transfer", ev)
-    else
-      L.route(s, now, "transfer", ev)
-    end
-  end
-  if old then L.fill(old, now, ev) end
+  local ev = {}
+  L.transfer(s, to_group, target, force, now, ev)
   return ev
 end

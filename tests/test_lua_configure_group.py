@@ -25,7 +25,14 @@ async def stored(redis_client, tenant, group):
     raw = await redis_client.hgetall(keys.key("group", tenant, group))
     f = {k.decode(): v for k, v in raw.items()}
     f["tiers"] = msgspec.msgpack.decode(f["tiers"])
+    f["timers"] = msgspec.msgpack.decode(f["timers"])
     return f
+
+
+DEFAULT_TIMERS = {
+    "qwarn": 60000, "qtimeout": 0, "posint": 30000, "sla": 60000, "reassign": 0,
+    "sremind": 120000, "spreclose": 300000, "sclose": 1800000, "cclose": 300000,
+}
 
 
 async def test_create_with_defaults(engine, redis_client, tenant):
@@ -33,7 +40,7 @@ async def test_create_with_defaults(engine, redis_client, tenant):
     assert out.events == [GroupConfigured(group="sales")]
     assert await stored(redis_client, tenant, "sales") == {
         "k": b"60", "m": b"0.5", "u": b"60000", "sticky": b"0", "pref": b"60000",
-        "tiers": [],
+        "tiers": [], "timers": DEFAULT_TIMERS,
     }
     assert await redis_client.smembers(keys.key("groups", tenant)) == {b"sales"}
     # views of an empty group
@@ -51,6 +58,7 @@ async def test_create_with_everything(engine, redis_client, tenant):
     assert await stored(redis_client, tenant, "main") == {
         "k": b"12.5", "m": b"2", "u": b"1000", "sticky": b"300000", "pref": b"0",
         "tiers": [{"after_ms": 0, "groups": ["a"]}, {"after_ms": 30000, "groups": ["b", "c"]}],
+        "timers": DEFAULT_TIMERS,
     }
     src = keys.key("sources", tenant, "b")
     assert await redis_client.hgetall(src) == {b"main": b"2"}

@@ -83,14 +83,13 @@ end
 function L.group(g)
   local c = GROUPS[g]
   if c == nil then
-    local r = call("HMGET", K.group(g), "k", "m", "u", "sticky", "pref", "tiers")
+    local r = call("HMGET", K.group(g), "k", "m", "u", "sticky", "pref", "tiers", "timers")
     if not r[1] then
       c = false
     else
-      c = {
-        k = tonumber(r[1]), m = tonumber(r[2]), u = tonumber(r[3]),
-        sticky = tonumber(r[4]), pref = tonumber(r[5]), tiers = cmsgpack.unpack(r[6]),
-      }
+      c = cmsgpack.unpack(r[7] or "\128") -- lifecycle timers (see configure_group.lua)
+      c.k, c.m, c.u = tonumber(r[1]), tonumber(r[2]), tonumber(r[3])
+      c.sticky, c.pref, c.tiers = tonumber(r[4]), tonumber(r[5]), cmsgpack.unpack(r[6])
     end
     GROUPS[g] = c
   end
@@ -133,7 +132,7 @@ function L.session(sid)
   local s = {id = sid}
   for i = 1, #r, 2 do s[r[i]] = r[i + 1] end
   s.p, s.at, s.sq = tonumber(s.p), tonumber(s.at), tonumber(s.sq)
-  s.tr, s.va = tonumber(s.tr) or 0, tonumber(s.va)
+  s.tr, s.va, s.pa = tonumber(s.tr) or 0, tonumber(s.va), tonumber(s.pa)
   return s
 end
 

@@ -132,6 +132,8 @@ function L.assign(s, ag, via, tier, now, ev)
   ag.load, ag.last = ag.load + 1, now
   L.save_agent(ag)
   L.refresh(ag)
+  L.count_served(s.g, now)
+  L.on_waiting_agent(s, now)
   ev[#ev + 1] = {
     event = "assigned", session = s.id, agent = ag.id, group = s.g, tier = tier, via = via,
     wait_ms = now - s.at,
@@ -165,6 +167,7 @@ function L.route(s, now, reason, ev)
   if nxt then call("ZADD", K.due_overflow(), sfmt("%d", s.at + nxt.after_ms), s.id) end
   call("HSET", K.session(s.id), "st", "queued", "g", s.g, "q", "g", "tr", tr,
     "va", sfmt("%d", s.va), "ag", "", "pf", "")
+  L.on_queued(s, now)
   ev[#ev + 1] = queued_event(s, reason, K.queue(s.g))
 end
 
@@ -175,6 +178,7 @@ function L.park(s, ag, kind, due, reason, ev)
   call("ZADD", K.due_preference(), sfmt("%d", due), s.id)
   call("HSET", K.session(s.id), "st", "queued", "q", "a", "pf", ag.id, "pk", kind,
     "va", sfmt("%d", s.va), "tr", 0, "ag", "")
+  L.on_queued(s, L.now)
   ev[#ev + 1] = queued_event(s, reason, K.parked(ag.id), ag.id)
 end
 
@@ -188,3 +192,40 @@ function L.fill(ag, now, ev)
   end
 end
 
+
+-- ------------------------------------------------------------------ service rate, ETA
+
+-- Customers of a group served per second: an exponentially decayed count (time
+-- constant RATE_TAU_MS), updated on every assignment of one of the group's customers.
+local RATE_TAU_MS = 300000
+
+local function decayed_rate(g, now)
+  local r = call("HMGET", K.group_rate(g), "r", "t")
+  local rate, at = tonumber(r[1]) or 0, tonumber(r[2]) or now
+  return rate * math.exp(-math.max(now - at, 0) / RATE_TAU_MS)
+end
+
+function L.count_served(g, now)
+  local rate = decayed_rate(g, now) + 1000 / RATE_TAU_MS
+  call("HSET", K.group_rate(g), "r", sfmt("%.17g", rate), "t", sfmt("%d", now))
+end
+
+-- Expected wait (ms) of the customer at `position` in group g who has waited `wait` ms:
+-- position / (the group's service rate + the rate of every overflow tier group that will
+-- be open by then and has nobody of its own waiting). nil when nobody was served lately.
+function L.eta(g, position, wait, now)
+  local gc, own = L.group(g), decayed_rate(g, now)
+  local eta = own > 0 and position / own * 1000 or nil
+  for _ = 1, 2 do
+    local rate = own
+    for _, tier in ipairs(gc.tiers) do
+      if tier.after_ms > wait + (eta or 1e15) then break end
+      for _, h in ipairs(tier.groups) do
+        if call("ZCARD", K.queue(h)) == 0 then rate = rate + decayed_rate(h, now) end
+      end
+    end
+    if rate <= 0 then return nil end
+    eta = position / rate * 1000
+  end
+  return math.floor(eta + 0.5)
+end

@@ -1,12 +1,183 @@
 --[[
-  Session transitions shared by the routing ops and the gateway lifecycle ops.
+  Session transitions shared by the routing ops and the gateway lifecycle ops, and the
+  session lifecycle of SPEC §3 (docs/protocol.md):
+
+    queued -> waiting_agent <-> waiting_customer -> pending_confirm -> closed
+    and system_closed for closes made by timers.
+
+  The routing state `st` (queued/assigned/preclosed/closed) says where the session sits in
+  the router; the phase `ph` says whose turn it is in the conversation. Each phase change
+  writes `ph` and `pa` (when the phase was entered) and (re)schedules the session's timers
+  in {t}:due:timers, members "<kind>:<session>":
+    qw queue wait warning   qt queue timeout          pu position update
+    sla agent reply SLA     ra reassign (no reply)
+    sr silence reminder     sp silence pre-close      sc silence close
+    cc confirmation auto-close
 ]]
--- How long a closed session (and a customer's sticky memory) is kept, in ms.
-function L.close_session(s, now, reason)
-  local ttl = tonumber(call("HGET", K.tenant(), "retention_ms")) or 86400000
-  s.st = "closed"
-  call("HSET", K.session(s.id), "st", "closed", "q", "", "rs", reason, "cl", sfmt("%d", now))
-  call("PEXPIRE", K.session(s.id), ttl)
-  call("PEXPIRE", K.blocked(s.id), ttl)
+local TIMERS = {"qw", "qt", "pu", "sla", "ra", "sr", "sp", "sc", "cc"}
+
+function L.timer(kind, sid, due)
+  call("ZADD", K.due_timers(), sfmt("%d", due), kind .. ":" .. sid)
 end
 
+-- Drop the given timer kinds of a session (all kinds when none are named).
+function L.cancel_timers(sid, kinds)
+  local members = {}
+  for i, kind in ipairs(kinds or TIMERS) do members[i] = kind .. ":" .. sid end
+  call("ZREM", K.due_timers(), unpack(members))
+end
+
+-- Schedule `kind` at `from + ms` when the group has that timer (ms > 0).
+local function maybe_timer(kind, sid, from, ms, now)
+  if ms and ms > 0 then L.timer(kind, sid, math.max(from + ms, now)) end
+end
+
+function L.set_phase(s, ph, now)
+  local previous = s.ph
+  s.ph, s.pa = ph, now
+  call("HSET", K.session(s.id), "ph", ph, "pa", sfmt("%d", now))
+  return previous
+end
+
+-- Phase hooks, called by the routing helpers whenever a session is queued or assigned.
+function L.on_queued(s, now)
+  if s.ph == "queued" then return end
+  L.set_phase(s, "queued", now)
+  local gc = L.group(s.g)
+  L.cancel_timers(s.id, {"sla", "ra", "sr", "sp", "sc", "cc"})
+  maybe_timer("qw", s.id, s.at, gc.qwarn, now)
+  maybe_timer("qt", s.id, s.at, gc.qtimeout, now)
+  maybe_timer("pu", s.id, now, gc.posint, now)
+end
+
+function L.on_waiting_agent(s, now)
+  L.set_phase(s, "waiting_agent", now)
+  local gc = L.group(s.g)
+  L.cancel_timers(s.id, {"qw", "qt", "pu", "sr", "sp", "sc", "cc"})
+  maybe_timer("sla", s.id, now, gc.sla, now)
+  maybe_timer("ra", s.id, now, gc.reassign, now)
+end
+
+function L.on_waiting_customer(s, now)
+  L.set_phase(s, "waiting_customer", now)
+  local gc = L.group(s.g)
+  L.cancel_timers(s.id, {"sla", "ra", "sr", "sp", "sc", "cc"})
+  maybe_timer("sr", s.id, now, gc.sremind, now)
+  maybe_timer("sp", s.id, now, gc.spreclose, now)
+  maybe_timer("sc", s.id, now, gc.sclose, now)
+end
+
+-- ------------------------------------------------------------------- closing sessions
+
+-- Close a session (state "closed" or "system_closed") and keep it for retention_ms.
+function L.close_session(s, now, reason, state)
+  local ttl = tonumber(call("HGET", K.tenant(), "retention_ms")) or 86400000
+  s.st = "closed"
+  L.set_phase(s, state or "closed", now)
+  call("HSET", K.session(s.id), "st", "closed", "q", "", "rs", reason, "cl", sfmt("%d", now))
+  L.cancel_timers(s.id)
+  for _, key in ipairs({K.session(s.id), K.blocked(s.id), K.experts(s.id)}) do
+    call("PEXPIRE", key, ttl)
+  end
+end
+
+-- End an assigned or pre-closed session; its agent takes more work.
+function L.release(s, now, reason, state, ev)
+  local ag = L.agent(s.ag)
+  if s.st == "assigned" then
+    call("SREM", K.agent_sessions(s.ag), s.id)
+    ag.load = ag.load - 1
+  else
+    call("SREM", K.agent_preclosed(s.ag), s.id)
+    ag.pre = ag.pre - 1
+  end
+  L.save_agent(ag)
+  L.close_session(s, now, reason, state)
+  if s.c and s.c ~= "" then
+    call("HSET", K.customer(s.c), "ag", s.ag, "at", sfmt("%d", now))
+    call("PEXPIRE", K.customer(s.c), 2592000000)
+  end
+  L.refresh(ag)
+  ev[#ev + 1] = {event = "released", session = s.id, agent = s.ag, reason = reason}
+  L.fill(ag, now, ev)
+end
+
+-- A queued (or parked) customer leaves or times out.
+function L.abandon(s, now, reason, state, ev)
+  L.unqueue(s)
+  L.close_session(s, now, reason, state)
+  ev[#ev + 1] = {event = "abandoned", session = s.id, group = s.g, wait_ms = now - s.at}
+end
+
+function L.preclose(s, now, ev)
+  local ag = L.agent(s.ag)
+  call("SMOVE", K.agent_sessions(s.ag), K.agent_preclosed(s.ag), s.id)
+  ag.load, ag.pre = ag.load - 1, ag.pre + 1
+  L.save_agent(ag)
+  s.st = "preclosed"
+  call("HSET", K.session(s.id), "st", "preclosed")
+  L.refresh(ag)
+  ev[#ev + 1] = {event = "preclosed", session = s.id, agent = s.ag}
+  L.fill(ag, now, ev)
+end
+
+-- Back to the same agent (true) unless it is offline: then re-queued (false).
+function L.reactivate(s, now, ev)
+  local ag = L.agent(s.ag)
+  if ag.st ~= "offline" then
+    call("SMOVE", K.agent_preclosed(s.ag), K.agent_sessions(s.ag), s.id)
+    ag.load, ag.pre = ag.load + 1, ag.pre - 1
+    L.save_agent(ag)
+    s.st = "assigned"
+    call("HSET", K.session(s.id), "st", "assigned")
+    L.refresh(ag)
+    L.on_waiting_agent(s, now)
+    ev[#ev + 1] = {
+      event = "reactivated", session = s.id, agent = ag.id, over_capacity = ag.load > ag.cap,
+    }
+    return true
+  end
+  call("SREM", K.agent_preclosed(s.ag), s.id)
+  ag.pre = ag.pre - 1
+  L.save_agent(ag)
+  L.refresh(ag)
+  L.route(s, now, "reactivation", ev)
+  return false
+end
+
+-- Move a queued or assigned session to a group or an agent (see transfer_session.lua).
+-- `target` is the agent table for an agent transfer. The old agent takes work last.
+function L.transfer(s, to_group, target, force, now, ev, reason)
+  local from_group, old = s.g, nil
+  if s.st == "assigned" then
+    old = L.agent(s.ag)
+    call("SREM", K.agent_sessions(old.id), s.id)
+    old.load = old.load - 1
+    L.save_agent(old)
+    L.refresh(old)
+  else
+    L.unqueue(s)
+  end
+  ev[#ev + 1] = {
+    event = "transferred", session = s.id, from_group = from_group,
+    to_group = to_group or from_group, from_agent = old and old.id or nil,
+    to_agent = target and target.id or nil, reason = reason,
+  }
+  if to_group then
+    s.g = to_group
+    call("HSET", K.session(s.id), "g", to_group)
+    L.route(s, now, "transfer", ev)
+  elseif force then
+    L.assign(s, target, "forced", 0, now, ev)
+  elseif target.st == "online" and target.load < target.cap then
+    L.assign(s, target, "transfer", 0, now, ev)
+  else
+    local pref = L.group(s.g).pref
+    if pref > 0 then
+      L.park(s, target, "transfer", now + pref, "transfer", ev)
+    else
+      L.route(s, now, "transfer", ev)
+    end
+  end
+  if old then L.fill(old, now, ev) end
+end

@@ -14,7 +14,7 @@ function L.run(op, now_arg, packed)
   local ok, res = pcall(function()
     local now = L.check_now(now_arg)
     local c = unpack_command(packed)
-    AGENTS = {}
+    AGENTS, L.now = {}, now
     return OPS[op](now, c)
   end)
   if not ok then return redis.error_reply(L.error_text(res)) end
@@ -36,7 +36,7 @@ function L.batch(now_arg, packed)
     elseif not fn then
       out[i] = {error = "E_UNKNOWN_OP " .. tostring(c.op)}
     else
-      AGENTS = {}
+      AGENTS, L.now = {}, now
       local ok3, res = pcall(fn, now, c)
       if ok3 then out[i] = {events = res} else out[i] = {error = L.error_text(res)} end
     end
