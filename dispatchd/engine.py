@@ -22,21 +22,30 @@ from dispatchd import keys, scripts
 from dispatchd.errors import from_reply
 from dispatchd.messages import (
     AbandonCustomer,
+    AgentMessage,
     AgentReady,
     AgentStatusName,
     Arrive,
     BatchItem,
+    CloseSession,
     Command,
     CommandFailed,
     ConfigureAgent,
     ConfigureGroup,
+    ConfirmClose,
+    CustomerLeave,
+    CustomerMessage,
     EscalateOverflow,
     Event,
     ExpirePreferences,
+    FireTimers,
+    InviteAgent,
     Outcome,
     PrecloseSession,
+    QueryPosition,
     ReactivateSession,
     ReleaseSession,
+    RequestClose,
     SetAgentStatus,
     Tier,
     TransferSession,
@@ -68,6 +77,7 @@ class SessionView(msgspec.Struct, frozen=True, kw_only=True):
     parked_with: str | None
     virtual_arrival_ms: int | None
     blocked_agents: list[str]
+    phase: str | None = None
 
 
 class AgentView(msgspec.Struct, frozen=True, kw_only=True):
@@ -212,10 +222,18 @@ class Engine:
         )
 
     async def set_agent_status(
-        self, tenant: str, now_ms: int, agent: str, status: AgentStatusName
+        self,
+        tenant: str,
+        now_ms: int,
+        agent: str,
+        status: AgentStatusName,
+        *,
+        handover: bool = False,
     ) -> Outcome:
-        """Set an agent online, away or offline."""
-        return await self.apply(tenant, now_ms, SetAgentStatus(agent=agent, status=status))
+        """Set an agent online, away or offline; ``handover`` hands its sessions over."""
+        return await self.apply(
+            tenant, now_ms, SetAgentStatus(agent=agent, status=status, handover=handover)
+        )
 
     async def arrive(
         self,
@@ -292,6 +310,50 @@ class Engine:
         """Send up to ``limit`` parked customers whose wait is over to normal routing."""
         return await self.apply(tenant, now_ms, ExpirePreferences(limit=limit))
 
+    # ------------------------------------------------------- session lifecycle (SPEC §3)
+
+    async def customer_message(self, tenant: str, now_ms: int, session: str) -> Outcome:
+        """The customer wrote: the agent owes a reply (or a pre-closed session returns)."""
+        return await self.apply(tenant, now_ms, CustomerMessage(session=session))
+
+    async def agent_message(self, tenant: str, now_ms: int, session: str, agent: str) -> Outcome:
+        """The agent replied: now waiting for the customer."""
+        return await self.apply(tenant, now_ms, AgentMessage(session=session, agent=agent))
+
+    async def customer_leave(self, tenant: str, now_ms: int, session: str) -> Outcome:
+        """The customer left."""
+        return await self.apply(tenant, now_ms, CustomerLeave(session=session))
+
+    async def request_close(self, tenant: str, now_ms: int, session: str, agent: str) -> Outcome:
+        """The agent asks the customer to confirm the issue is resolved."""
+        return await self.apply(tenant, now_ms, RequestClose(session=session, agent=agent))
+
+    async def confirm_close(
+        self, tenant: str, now_ms: int, session: str, *, resolved: bool
+    ) -> Outcome:
+        """The customer says resolved (closed) or unresolved (back to the agent)."""
+        return await self.apply(tenant, now_ms, ConfirmClose(session=session, resolved=resolved))
+
+    async def close_session(
+        self, tenant: str, now_ms: int, session: str, *, reason: str = "closed", note: str = ""
+    ) -> Outcome:
+        """Close a session at once (reason ``callback`` asks for a call-back)."""
+        return await self.apply(
+            tenant, now_ms, CloseSession(session=session, reason=reason, note=note)
+        )
+
+    async def invite_agent(self, tenant: str, now_ms: int, session: str, agent: str) -> Outcome:
+        """Invite a second agent into an assigned session."""
+        return await self.apply(tenant, now_ms, InviteAgent(session=session, agent=agent))
+
+    async def query_position(self, tenant: str, now_ms: int, session: str) -> Outcome:
+        """A queued customer's position."""
+        return await self.apply(tenant, now_ms, QueryPosition(session=session))
+
+    async def fire_timers(self, tenant: str, now_ms: int, limit: int = 100) -> Outcome:
+        """Fire up to ``limit`` due lifecycle timers."""
+        return await self.apply(tenant, now_ms, FireTimers(limit=limit))
+
     # --------------------------------------------------------------------- read views
 
     async def session(self, tenant: str, session: str) -> SessionView | None:
@@ -316,6 +378,7 @@ class Engine:
             parked_with=_s(f.get("pf")) if _s(f.get("q")) == "a" else None,
             virtual_arrival_ms=int(va) if va is not None and _s(f.get("q")) else None,
             blocked_agents=sorted(b.decode() for b in blocked),
+            phase=_s(f.get("ph")),
         )
 
     async def agent(self, tenant: str, agent: str) -> AgentView | None:

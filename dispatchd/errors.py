@@ -67,6 +67,10 @@ class BadTier(CommandRejected):
     code = "E_BAD_TIER"
 
 
+class NotSessionAgent(CommandRejected):
+    code = "E_NOT_SESSION_AGENT"
+
+
 class UnknownOperation(CommandRejected):
     code = "E_UNKNOWN_OP"
 
@@ -88,6 +92,7 @@ CODES: dict[str, type[CommandRejected]] = {
         AgentOffline,
         AgentBlocked,
         BadTier,
+        NotSessionAgent,
         UnknownOperation,
     )
 }

@@ -25,7 +25,7 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "agents": ("{P}agents", ()),
     # hash: k, m, u, sticky, pref, tiers (msgpack list of {after_ms, groups})
     "group": ("{P}g:{group}", ("group",)),
-    # zset: queued customers, score = virtual arrival ms, member = queue member (see lua/lib/00_core.lua)
+    # zset: queued customers, score = virtual arrival ms, member: see lua/lib/00_core.lua
     "queue": ("{P}g:{group}:q", ("group",)),
     # zset: candidate agents, score = stored readiness rank (lower is better)
     "ready": ("{P}g:{group}:r", ("group",)),

@@ -58,10 +58,11 @@ class ConfigureAgent(_Command, frozen=True, tag="configure_agent"):
 
 
 class SetAgentStatus(_Command, frozen=True, tag="set_agent_status"):
-    """Set an agent online, away or offline."""
+    """Set an agent online, away or offline (with ``handover``: hand its sessions over)."""
 
     agent: str
     status: AgentStatusName
+    handover: bool = False
 
 
 class Arrive(_Command, frozen=True, tag="arrive"):
@@ -128,6 +129,66 @@ class ExpirePreferences(_Command, frozen=True, tag="expire_preferences"):
     limit: int = 100
 
 
+class CustomerMessage(_Command, frozen=True, tag="customer_message"):
+    """The customer wrote."""
+
+    session: str
+
+
+class AgentMessage(_Command, frozen=True, tag="agent_message"):
+    """The session's agent (or an invited agent) replied."""
+
+    session: str
+    agent: str
+
+
+class CustomerLeave(_Command, frozen=True, tag="customer_leave"):
+    """The customer left (queued: abandoned; assigned: closed)."""
+
+    session: str
+
+
+class RequestClose(_Command, frozen=True, tag="request_close"):
+    """The agent asks the customer to confirm the issue is resolved."""
+
+    session: str
+    agent: str
+
+
+class ConfirmClose(_Command, frozen=True, tag="confirm_close"):
+    """The customer's answer to a close request."""
+
+    session: str
+    resolved: bool
+
+
+class CloseSession(_Command, frozen=True, tag="close_session"):
+    """Close at once; reason "callback" also emits callback_requested with the note."""
+
+    session: str
+    reason: str = "closed"
+    note: str = ""
+
+
+class InviteAgent(_Command, frozen=True, tag="invite_agent"):
+    """Invite a second agent (an expert) into an assigned session."""
+
+    session: str
+    agent: str
+
+
+class QueryPosition(_Command, frozen=True, tag="query_position"):
+    """Ask where a queued customer stands."""
+
+    session: str
+
+
+class FireTimers(_Command, frozen=True, tag="fire_timers"):
+    """Fire up to ``limit`` due lifecycle timers."""
+
+    limit: int = 100
+
+
 Command = (
     ConfigureGroup
     | ConfigureAgent
@@ -141,6 +202,15 @@ Command = (
     | AbandonCustomer
     | EscalateOverflow
     | ExpirePreferences
+    | CustomerMessage
+    | AgentMessage
+    | CustomerLeave
+    | RequestClose
+    | ConfirmClose
+    | CloseSession
+    | InviteAgent
+    | QueryPosition
+    | FireTimers
 )
 
 # ---------------------------------------------------------------------------- events
@@ -203,6 +273,7 @@ class Transferred(_Event, frozen=True, tag="transferred"):
     to_group: str
     from_agent: str | None = None
     to_agent: str | None = None
+    reason: str | None = None
 
 
 class Abandoned(_Event, frozen=True, tag="abandoned"):
@@ -225,6 +296,42 @@ class AgentConfigured(_Event, frozen=True, tag="agent_configured"):
     agent: str
 
 
+class StateChanged(_Event, frozen=True, tag="state_changed"):
+    session: str
+    to: str
+    from_: str | None = msgspec.field(default=None, name="from")
+    first_response_ms: int | None = None
+
+
+class Alert(_Event, frozen=True, tag="alert"):
+    kind: str
+    session: str
+    group: str
+    waited_ms: int
+    agent: str | None = None
+
+
+class Position(_Event, frozen=True, tag="position"):
+    session: str
+    group: str
+    position: int
+    wait_ms: int
+    parked_with: str | None = None
+
+
+class AgentInvited(_Event, frozen=True, tag="agent_invited"):
+    session: str
+    agent: str
+    by: str
+
+
+class CallbackRequested(_Event, frozen=True, tag="callback_requested"):
+    session: str
+    group: str
+    note: str
+    agent: str | None = None
+
+
 Event = (
     Queued
     | Assigned
@@ -238,6 +345,11 @@ Event = (
     | AgentStatusChanged
     | GroupConfigured
     | AgentConfigured
+    | StateChanged
+    | Alert
+    | Position
+    | AgentInvited
+    | CallbackRequested
 )
 
 

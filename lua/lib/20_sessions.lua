@@ -181,3 +181,35 @@ function L.transfer(s, to_group, target, force, now, ev, reason)
   end
   if old then L.fill(old, now, ev) end
 end
+
+-- ------------------------------------------------------------- lifecycle op helpers
+
+-- The session named by a command, which must exist and not be closed.
+function L.live_session(v)
+  local sid = L.id(v, "session")
+  local s = L.session(sid)
+  if not s then L.fail("E_SESSION_UNKNOWN", sid) end
+  if s.st == "closed" then L.fail("E_SESSION_STATE", "closed") end
+  return s
+end
+
+-- Refuse an agent that is neither the session's agent nor (if allowed) invited into it.
+function L.check_session_agent(s, agent, invited_ok)
+  if agent == s.ag then return end
+  if invited_ok and call("SISMEMBER", K.experts(s.id), agent) == 1 then return end
+  L.fail("E_NOT_SESSION_AGENT", agent)
+end
+
+function L.state_changed(s, from, ev)
+  local e = {event = "state_changed", session = s.id, from = from, to = s.ph}
+  ev[#ev + 1] = e
+  return e
+end
+
+function L.position_event(s, now)
+  local key = s.q == "a" and K.parked(s.pf) or K.queue(s.g)
+  return {
+    event = "position", session = s.id, group = s.g, position = call("ZRANK", key, s.m) + 1,
+    wait_ms = now - s.at, parked_with = s.q == "a" and s.pf or nil,
+  }
+end
