@@ -148,6 +148,7 @@ def queued_view(session: str, group: str, at: int, *, priority: int = 0, u: int 
         session=session, state="queued", group=group, priority=priority, arrival_ms=at,
         customer=customer, agent=None, open_tier=open_tier, parked_with=parked_with,
         virtual_arrival_ms=at - priority * u, blocked_agents=sorted(blocked or []),
+        phase="queued",
     )
 
 
