@@ -118,7 +118,7 @@ class Engine:
         self.redis = client
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(scripts.source(name))
-            for name in [*scripts.operations(), scripts.BATCH]
+            for name in [*scripts.operations(), scripts.BATCH, scripts.GATEWAY]
         }
 
     async def load_scripts(self) -> dict[str, str]:

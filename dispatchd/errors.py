@@ -75,6 +75,13 @@ class UnknownOperation(CommandRejected):
     code = "E_UNKNOWN_OP"
 
 
+class InternalError(CommandRejected):
+    """A script failed for a reason that is not a documented code: a bug. Reported in the
+    gateway's error event and dead-letter entry instead of stopping the daemon."""
+
+    code = "E_INTERNAL"
+
+
 class ScriptFailure(DispatchError):
     """A script failed in a way that is not one of its documented codes (a bug)."""
 
@@ -94,6 +101,7 @@ CODES: dict[str, type[CommandRejected]] = {
         BadTier,
         NotSessionAgent,
         UnknownOperation,
+        InternalError,
     )
 }
 

@@ -75,6 +75,7 @@ class Arrive(_Command, frozen=True, tag="arrive"):
     directed_agent: str | None = None
     last_agent: str | None = None
     blocked_agents: list[str] = msgspec.field(default_factory=list)
+    gateway: str | None = None
 
 
 class AgentReady(_Command, frozen=True, tag="agent_ready"):

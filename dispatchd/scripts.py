@@ -22,6 +22,7 @@ from pathlib import Path
 from dispatchd.keys import lua_prelude
 
 BATCH = "apply_batch"
+GATEWAY = "gateway_batch"
 
 _STANDALONE_FOOTER = """
 return L.run({op!r}, ARGV[1], ARGV[2])
@@ -29,6 +30,10 @@ return L.run({op!r}, ARGV[1], ARGV[2])
 
 _BATCH_FOOTER = """
 return L.batch(ARGV[1], ARGV[2])
+"""
+
+_GATEWAY_FOOTER = """
+return L.gateway(ARGV[1], ARGV[2])
 """
 
 
@@ -60,6 +65,8 @@ def source(name: str) -> str:
     head = "local OPS = {}\n" + lua_prelude() + _library()
     if name == BATCH:
         return head + "".join(_read(op) for op in operations()) + _BATCH_FOOTER
+    if name == GATEWAY:
+        return head + "".join(_read(op) for op in operations()) + _GATEWAY_FOOTER
     if name not in operations():
         raise KeyError(name)
     return head + _read(name) + _STANDALONE_FOOTER.format(op=name)

@@ -4,7 +4,8 @@
   KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
   ARGV[1] now_ms       int    caller's clock; it is the arrival time
   ARGV[2] command      msgpack map {session, group, customer?, priority=0,
-                              directed_agent?, last_agent?, blocked_agents=[]}
+                              directed_agent?, last_agent?, blocked_agents=[],
+                              gateway? (echoed on this session's gateway events)}
   Returns: msgpack [{event="assigned", ...}] or [{event="queued", ...}]
   Errors:  "E_BAD_ID <field>", "E_BAD_ARG <field>", "E_GROUP_UNKNOWN <id>",
            "E_SESSION_EXISTS <id>", "E_AGENT_UNKNOWN <directed agent>"
@@ -35,6 +36,7 @@ OPS.arrive = function(now, a)
   local prio = L.int(a.priority or 0, -1000, 1000, "priority")
   local directed_id = L.opt_id(a.directed_agent, "directed_agent")
   local last = L.opt_id(a.last_agent, "last_agent")
+  local gateway = L.opt_id(a.gateway, "gateway")
   local bl = L.list(a.blocked_agents, 100, "blocked_agents")
   for i = 1, #bl do L.id(bl[i], "blocked_agents") end
   local gc = L.group(g)
@@ -52,7 +54,8 @@ OPS.arrive = function(now, a)
     m = L.member(now, seq, #bl > 0, sid), bl = #bl > 0 and "1" or "0", blk = {},
   }
   call("HSET", K.session(sid), "st", "queued", "g", g, "p", prio, "at", sfmt("%d", now),
-    "sq", seq, "m", s.m, "tr", 0, "q", "", "bl", s.bl, "c", customer or "")
+    "sq", seq, "m", s.m, "tr", 0, "q", "", "bl", s.bl, "c", customer or "",
+    "gw", gateway or "")
   if #bl > 0 then
     call("SADD", K.blocked(sid), unpack(bl))
     for i = 1, #bl do s.blk[bl[i]] = true end

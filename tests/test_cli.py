@@ -230,7 +230,7 @@ def test_run_on_external_server(
     assert msgs[-3:] == ["stop requested", "stopping", "stopped"]
     assert all({"ts", "level", "msg", "fields"} <= r.keys() for r in d.records())
     loaded = d.record("scripts loaded")["fields"]
-    assert loaded["scripts"] == len(scripts.operations()) + 1  # + apply_batch
+    assert loaded["scripts"] == len(scripts.operations()) + 2  # + apply_batch
     assert all(len(sha) == 40 for sha in loaded["shas"].values())
     assert "not part of this build" in d.record("ready")["msg"]
     assert d.record("server checked")["fields"]["url"] == redis_url

@@ -43,3 +43,109 @@ function L.batch(now_arg, packed)
   end
   return cmsgpack.pack(out)
 end
+
+-- ---------------------------------------------------------------- the gateway batch
+--[[
+  L.gateway applies a batch of gateway commands read from the tenant's inbound stream
+  (docs/protocol.md), all in this one atomic call:
+  - lease: the call holds the tenant only if {t}:lease is free or carries `lease` (then
+    renewed for lease_ms); otherwise nothing is applied or acknowledged ({held=false});
+  - idempotency: a command id seen within dedupe_ms is acknowledged and skipped;
+  - each command's events are appended to {t}:out as JSON, the command id recorded, its
+    stream entry acknowledged and deleted from {t}:in;
+  - a refused command (op "reject" from the daemon, or a script error) gets an `error`
+    event and a copy of its entry in {t}:dead;
+  - with `tick`, due overflow steps, preference fallbacks and lifecycle timers fire last.
+  ARGV[2] msgpack {lease, lease_ms, group, dedupe_ms, out_maxlen, dead_maxlen,
+                   tick (limit or nil), cmds = [{op, _id, _e, ...fields} |
+                   {op="reject", _e, _id?, error="<code> <message>"}]}
+]]
+local OUT_NAMES = {released = "closed", abandoned = "closed"}
+local TICK_OPS = {"escalate_overflow", "expire_preferences", "fire_timers"}
+
+local function emit(g, e, now, cmd_id, sessions)
+  e.type, e.event = OUT_NAMES[e.event] or e.event, nil
+  e.ts, e.cmd = now, cmd_id
+  local sid = e.session
+  if sid then
+    local info = sessions[sid]
+    if not info then
+      info = call("HMGET", K.session(sid), "gw", "ph")
+      sessions[sid] = info
+    end
+    if info[1] and info[1] ~= "" then e.gateway = info[1] end
+    if e.type == "closed" then e.state = info[2] or "closed" end
+  end
+  if (e.type == "queued" or e.type == "position") and not e.parked_with then
+    e.eta_ms = L.eta(e.group, e.position, e.wait_ms or 0, now)
+  end
+  call("XADD", K.outbound(), "MAXLEN", "~", g.out_maxlen, "*", "json", cjson.encode(e))
+  g.events = g.events + 1
+  g.types[e.type] = (g.types[e.type] or 0) + 1
+end
+
+local function refuse(g, c, text, now)
+  local code, message = text:match("^(E_[A-Z_]+)%s*(.*)$")
+  code, message = code or "E_INTERNAL", code and message or text
+  local e = {event = "error", code = code, message = message, entry = c._e}
+  emit(g, e, now, c._id, {})
+  local dead = {"XADD", K.dead(), "MAXLEN", "~", g.dead_maxlen, "*",
+                "entry", c._e or "", "error", text, "ts", sfmt("%d", now)}
+  local orig = c._e and call("XRANGE", K.inbound(), c._e, c._e)[1]
+  if orig then
+    for _, v in ipairs(orig[2]) do dead[#dead + 1] = v end
+  end
+  call(unpack(dead))
+  g.failed = g.failed + 1
+end
+
+local function done(g, c, now)
+  if c._id then call("ZADD", K.applied(), sfmt("%d", now), c._id) end
+  if c._e then
+    call("XACK", K.inbound(), g.group, c._e)
+    call("XDEL", K.inbound(), c._e)
+  end
+end
+
+local function apply_one(g, c, now)
+  if c._id and call("ZSCORE", K.applied(), c._id) then
+    g.duplicates = g.duplicates + 1
+  elseif c.op == "reject" then
+    refuse(g, c, tostring(c.error), now)
+  elseif not OPS[c.op] then
+    refuse(g, c, "E_UNKNOWN_OP " .. tostring(c.op), now)
+  else
+    AGENTS, L.now = {}, now
+    local ok, res = pcall(OPS[c.op], now, c)
+    if ok then
+      local sessions = {}
+      for _, e in ipairs(res) do emit(g, e, now, c._id, sessions) end
+      g.applied = g.applied + 1
+    else
+      refuse(g, c, L.error_text(res), now)
+    end
+  end
+  done(g, c, now)
+end
+
+function L.gateway(now_arg, packed)
+  local now = L.check_now(now_arg)
+  local g = cmsgpack.unpack(packed)
+  local holder = call("GET", K.lease())
+  if holder and holder ~= g.lease then return cmsgpack.pack({held = false, holder = holder}) end
+  call("SET", K.lease(), g.lease, "PX", g.lease_ms)
+  g.applied, g.duplicates, g.failed, g.events, g.types = 0, 0, 0, 0, {}
+  call("ZREMRANGEBYSCORE", K.applied(), "-inf", sfmt("(%d", now - g.dedupe_ms))
+  for _, c in ipairs(g.cmds or {}) do apply_one(g, c, now) end
+  if g.tick then
+    for _, op in ipairs(TICK_OPS) do
+      AGENTS, L.now = {}, now
+      local sessions = {}
+      for _, e in ipairs(OPS[op](now, {limit = g.tick})) do emit(g, e, now, nil, sessions) end
+    end
+  end
+  return cmsgpack.pack({
+    held = true, applied = g.applied, duplicates = g.duplicates, failed = g.failed,
+    events = g.events, types = g.types,
+  })
+end
