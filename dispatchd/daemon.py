@@ -4,9 +4,8 @@ Start-up, one log line per step: start the embedded Valkey unless a ``redis_url`
 connect, check the server version, ``SCRIPT LOAD`` every routing script (a broken script
 stops the daemon here), then log ``ready``. The daemon's loops then run in one
 ``asyncio.TaskGroup`` until a signal sets the stop event; they get ``shutdown_grace_s``
-to drain before they are cancelled. This build has no loops yet: the gateway stream
-consumer and the admin API come later, so a ready daemon holds the scripts loaded on the
-server and waits.
+to drain before they are cancelled. The loop is the gateway stream consumer
+(:mod:`dispatchd.consumer`), which also fires the timers; the admin API comes later.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import RedisError
 
+from dispatchd.consumer import ConsumerOptions, GatewayConsumer
 from dispatchd.embedded import EmbeddedValkey, check_server
 from dispatchd.engine import Engine
 from dispatchd.errors import DispatchError
@@ -45,6 +45,8 @@ CONNECT_TIMEOUT_S = 10.0
 
 #: A daemon loop: runs until the stop event is set, then finishes its in-flight work.
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+#: Builds a loop once the engine is up.
+LoopFactory = Callable[[Engine], Loop]
 
 log = logging.getLogger("dispatchd")
 _json = msgspec.json.Encoder(enc_hook=str)
@@ -183,7 +185,7 @@ class _Startup:
         _log(logging.INFO, "scripts loaded", scripts=len(shas), shas=shas)
         _log(
             logging.INFO,
-            "ready: routing core loaded; gateway consumer and admin API are not part of this build",
+            "ready: routing core loaded; consuming gateway streams (admin API not built yet)",
             url=redact(url),
         )
         return engine
@@ -207,8 +209,26 @@ def _install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
     return remove
 
 
-async def serve(settings: Settings, loops: Sequence[Loop] = ()) -> int:
-    """Start up, run ``loops`` until SIGTERM/SIGINT, stop; the process exit status."""
+def consumer_options(settings: Settings) -> ConsumerOptions:
+    """The gateway consumer's options from the daemon settings."""
+    return ConsumerOptions(
+        tenants=tuple(t.strip() for t in settings.tenants.split(",") if t.strip()),
+        batch_size=settings.batch_size,
+        block_ms=settings.block_ms,
+        tick_ms=settings.tick_ms,
+        lease_ms=settings.lease_ms,
+        dedupe_ms=int(settings.dedupe_hours * 3_600_000),
+        out_maxlen=settings.events_maxlen,
+    )
+
+
+def default_loops(settings: Settings) -> list[LoopFactory]:
+    """The daemon's loops: the gateway stream consumer (with its timer ticks)."""
+    return [lambda engine: GatewayConsumer(engine, consumer_options(settings)).run]
+
+
+async def serve(settings: Settings, loops: Sequence[LoopFactory] | None = None) -> int:
+    """Start up, run the loops until SIGTERM/SIGINT, stop; the process exit status."""
     stop = asyncio.Event()
     remove_handlers = _install_signal_handlers(stop)
     _log(
@@ -222,7 +242,7 @@ async def serve(settings: Settings, loops: Sequence[Loop] = ()) -> int:
         async with contextlib.AsyncExitStack() as stack:
             startup = _Startup(settings, stack)
             try:
-                await startup.engine()
+                engine = await startup.engine()
             except Exception as exc:
                 # Our own and the server's errors explain themselves; anything else is a
                 # bug, so it gets its traceback.
@@ -233,7 +253,8 @@ async def serve(settings: Settings, loops: Sequence[Loop] = ()) -> int:
                 )
                 return EXIT_FAILURE
             try:
-                await run_loops(loops, stop, settings.shutdown_grace_s)
+                factories = default_loops(settings) if loops is None else loops
+                await run_loops([f(engine) for f in factories], stop, settings.shutdown_grace_s)
             except ExceptionGroup as group:
                 for failure in group.exceptions:
                     fields = {"error": _describe(failure)}
@@ -250,7 +271,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run(settings: Settings, loops: Sequence[Loop] = ()) -> int:
+def run(settings: Settings, loops: Sequence[LoopFactory] | None = None) -> int:
     """Run the daemon on a uvloop event loop; returns the process exit status."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(settings, loops))

@@ -78,6 +78,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Seconds the daemon's loops get to finish after SIGTERM/SIGINT before they are
     cancelled."""
 
+    tenants: str = "default"
+    """Comma-separated tenant ids this daemon serves from the start; tenants added to the
+    Redis set dispatchd:tenants later are picked up within 5 s."""
+
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 500
+    """Most gateway commands of one tenant applied in one script call."""
+
+    block_ms: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 50
+    """How long one read of the inbound streams waits for new commands."""
+
+    tick_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 100
+    """How often due timers (overflow steps, preference fallbacks, lifecycle timers) are
+    fired, at most."""
+
+    lease_ms: Annotated[int, msgspec.Meta(ge=100, le=600000)] = 5000
+    """How long a replica's hold on a tenant lasts without renewal; another replica takes
+    the tenant over (and its unacknowledged commands) after that."""
+
+    dedupe_hours: Annotated[float, msgspec.Meta(gt=0, le=720)] = 24.0
+    """A command id is applied at most once within this many hours."""
+
+    events_maxlen: Annotated[int, msgspec.Meta(ge=1000)] = 1_000_000
+    """Approximate length the outbound event stream of a tenant is trimmed to."""
+
     def __post_init__(self) -> None:
         if self.redis_url is not None and self.redis_url.partition("://")[0] not in URL_SCHEMES:
             raise ValueError(f"the URL must start with {', '.join(s + '://' for s in URL_SCHEMES)}")

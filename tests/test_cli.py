@@ -232,7 +232,7 @@ def test_run_on_external_server(
     loaded = d.record("scripts loaded")["fields"]
     assert loaded["scripts"] == len(scripts.operations()) + 2  # + apply_batch
     assert all(len(sha) == 40 for sha in loaded["shas"].values())
-    assert "not part of this build" in d.record("ready")["msg"]
+    assert "consuming gateway streams" in d.record("ready")["msg"]
     assert d.record("server checked")["fields"]["url"] == redis_url
     assert not (tmp_path / ".dispatchd").exists()  # no embedded server, no data dir
 

@@ -146,6 +146,6 @@ function L.gateway(now_arg, packed)
   end
   return cmsgpack.pack({
     held = true, applied = g.applied, duplicates = g.duplicates, failed = g.failed,
-    events = g.events, types = g.types,
+    events = g.events, types = next(g.types) and g.types or nil,
   })
 end

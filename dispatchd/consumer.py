@@ -1,0 +1,258 @@
+"""The gateway stream consumer: reads ``{tenant}:in``, applies batches, fires timers.
+
+One replica holds a tenant at a time through a lease (``{tenant}:lease``) that every
+``gateway_batch`` call renews and checks atomically, so a tenant's commands are applied
+in stream order even with several replicas on the consumer group, and a replica that
+lost its lease (paused, partitioned) cannot apply a stale batch. Each loop iteration:
+
+1. one ``XREADGROUP`` for every tenant this replica holds (up to ``batch_size`` each);
+2. one pipelined round trip with one ``gateway_batch`` call per tenant that has entries,
+   a timer tick due, a lease to renew, or a lease to try to take;
+3. a tenant newly taken first gets every pending entry of the group (``XAUTOCLAIM``): the
+   entries a dead or stalled replica read but never acknowledged. They are older than
+   anything new, so they go first; command ids make a second application impossible.
+
+Time comes from ``clock`` (ms), so tests can drive the timers without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from redis.exceptions import RedisError, ResponseError
+
+from dispatchd import keys, protocol, scripts
+from dispatchd.engine import Engine
+
+log = logging.getLogger("dispatchd.consumer")
+
+GROUP = "dispatchd"
+_pack = msgspec.msgpack.Encoder()
+
+
+class BatchResult(msgspec.Struct, frozen=True):
+    held: bool
+    holder: str | None = None
+    applied: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    events: int = 0
+    types: dict[str, int] = {}
+
+
+_result = msgspec.msgpack.Decoder(BatchResult)
+
+
+class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How the consumer batches, holds tenants and fires timers (see dispatchd.settings)."""
+
+    tenants: tuple[str, ...] = ("default",)
+    batch_size: int = 500
+    block_ms: int = 50
+    tick_ms: int = 100
+    timer_limit: int = 1000
+    lease_ms: int = 5000
+    dedupe_ms: int = 86_400_000
+    out_maxlen: int = 1_000_000
+    dead_maxlen: int = 100_000
+    tenants_refresh_ms: int = 5000
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Tenant:
+    __slots__ = ("backlog", "held", "last_call", "last_tick", "name", "renew_at")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.held = False
+        self.renew_at = 0.0  # monotonic seconds
+        self.last_tick = 0
+        self.last_call = 0.0
+        self.backlog: list[tuple[bytes, dict[bytes, bytes]]] = []
+
+
+class GatewayConsumer:
+    """Consumes the gateway streams of the served tenants; run it as a daemon loop."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        options: ConsumerOptions | None = None,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+        name: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.redis = engine.redis
+        self.opts = options or ConsumerOptions()
+        self.clock = clock
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.token = self.name
+        self.tenants: dict[str, _Tenant] = {}
+        self._next_refresh = 0.0
+        self._gateway = engine.redis.register_script(scripts.source(scripts.GATEWAY))
+        self.batches = 0
+
+    # ------------------------------------------------------------------------ the loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; then finish the batch in hand and let go."""
+        log.info("gateway consumer started", extra={"fields": {"consumer": self.name}})
+        while not stop.is_set():
+            try:
+                await self.step()
+            except RedisError as exc:
+                log.warning("consumer step failed; retrying", extra={"fields": {"error": str(exc)}})
+                await asyncio.sleep(0.2)
+        await self.release()
+        log.info("gateway consumer stopped", extra={"fields": {"batches": self.batches}})
+
+    async def step(self) -> None:
+        """One iteration: read what the held tenants have, apply it, tick, renew leases."""
+        await self._refresh_tenants()
+        reads = await self._read()
+        await self._apply(reads)
+
+    async def release(self) -> None:
+        """Give up every held lease at once so another replica can take over."""
+        held = [t for t in self.tenants.values() if t.held]
+        if not held:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for t in held:
+            await self._call(pipe, t, [], lease_ms=1, tick=False)
+        await pipe.execute(raise_on_error=False)
+        for t in held:
+            t.held = False
+
+    # ------------------------------------------------------------------------- tenants
+
+    async def _refresh_tenants(self) -> None:
+        now = time.monotonic()
+        if now < self._next_refresh:
+            return
+        self._next_refresh = now + self.opts.tenants_refresh_ms / 1000
+        if self.opts.tenants:
+            await self.redis.sadd(keys.TENANTS_KEY, *self.opts.tenants)
+        names = sorted(m.decode() for m in await self.redis.smembers(keys.TENANTS_KEY))
+        for name in names:
+            if name not in self.tenants:
+                await self._create_group(name)
+                self.tenants[name] = _Tenant(name)
+
+    async def _create_group(self, tenant: str) -> None:
+        try:
+            stream = keys.key("inbound", tenant)
+            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # ---------------------------------------------------------------------------- read
+
+    async def _read(self) -> dict[str, list[tuple[bytes, dict[bytes, bytes]]]]:
+        held = [t for t in self.tenants.values() if t.held and not t.backlog]
+        backlog = {t.name: t.backlog for t in self.tenants.values() if t.backlog}
+        for t in self.tenants.values():
+            t.backlog = []
+        if not held:
+            if not backlog:
+                await asyncio.sleep(self.opts.block_ms / 1000)
+            return backlog
+        streams = {keys.key("inbound", t.name): ">" for t in held}
+        block = None if backlog else self.opts.block_ms
+        rows = await self.redis.xreadgroup(
+            GROUP, self.name, streams, count=self.opts.batch_size, block=block
+        )
+        out = dict(backlog)
+        for stream, entries in rows or []:
+            tenant = stream.decode()[1 : stream.decode().index("}")]
+            out.setdefault(tenant, []).extend(entries)
+        return out
+
+    async def _claim(self, tenant: _Tenant) -> None:
+        """Take every pending entry of the group (read by anyone, never acknowledged)."""
+        stream, start = keys.key("inbound", tenant.name), "0-0"
+        claimed: list[tuple[bytes, dict[bytes, bytes]]] = []
+        while True:
+            reply = await self.redis.xautoclaim(stream, GROUP, self.name, 0, start, count=1000)
+            start_id, entries = reply[0], reply[1]
+            claimed.extend((eid, fields) for eid, fields in entries if fields is not None)
+            if start_id in (b"0-0", "0-0"):
+                break
+            start = start_id
+        claimed.sort(key=lambda e: tuple(int(p) for p in e[0].split(b"-")))
+        if claimed:
+            log.info("claimed pending entries",
+                     extra={"fields": {"tenant": tenant.name, "entries": len(claimed)}})
+        tenant.backlog = claimed
+
+    # --------------------------------------------------------------------------- apply
+
+    async def _call(self, pipe: Any, t: _Tenant, cmds: list[dict[str, Any]], *, lease_ms: int,
+                    tick: bool) -> None:
+        """Queue one gateway_batch call for ``t`` on the pipeline ``pipe``."""
+        o = self.opts
+        args = {
+            "lease": self.token, "lease_ms": lease_ms, "group": GROUP, "dedupe_ms": o.dedupe_ms,
+            "out_maxlen": o.out_maxlen, "dead_maxlen": o.dead_maxlen, "cmds": cmds,
+        }
+        if tick:
+            args["tick"] = o.timer_limit
+        await self._gateway(keys=[keys.root(t.name)], args=[self.clock(), _pack.encode(args)],
+                            client=pipe)
+
+    async def _apply(self, reads: dict[str, list[tuple[bytes, dict[bytes, bytes]]]]) -> None:
+        now_mono, now = time.monotonic(), self.clock()
+        calls: list[tuple[_Tenant, int]] = []
+        pipe = self.redis.pipeline(transaction=False)
+        for t in self.tenants.values():
+            entries = reads.get(t.name, [])
+            tick = now - t.last_tick >= self.opts.tick_ms or now < t.last_tick
+            if not (entries or tick or now_mono >= t.renew_at):
+                continue
+            cmds = [self._translate(t.name, eid, fields) for eid, fields in entries]
+            await self._call(pipe, t, cmds, lease_ms=self.opts.lease_ms, tick=tick)
+            calls.append((t, len(cmds)))
+        if not calls:
+            return
+        results = await pipe.execute(raise_on_error=False)
+        for (t, n), raw in zip(calls, results, strict=True):
+            if isinstance(raw, Exception):
+                log.error("batch failed", extra={"fields": {"tenant": t.name, "error": str(raw)}})
+                t.held = False  # re-take the lease and reclaim the entries
+                continue
+            result = _result.decode(raw)
+            was_held = t.held
+            t.held = result.held
+            if result.held:
+                t.renew_at = now_mono + self.opts.lease_ms / 3000
+                t.last_tick = now
+                self.batches += 1 if n else 0
+                if not was_held:
+                    log.info("tenant taken", extra={"fields": {"tenant": t.name}})
+                    await self._claim(t)
+            else:
+                t.renew_at = now_mono + self.opts.lease_ms / 3000
+                if was_held:
+                    log.warning("lease lost", extra={"fields": {"tenant": t.name,
+                                                                "holder": result.holder}})
+
+    @staticmethod
+    def _translate(tenant: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
+        eid = entry_id.decode()
+        decoded = protocol.decode_entry(fields, tenant)
+        if isinstance(decoded, protocol.Rejected):
+            return protocol.reject_to_script(decoded, eid)
+        return protocol.to_script(decoded, eid)
