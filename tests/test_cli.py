@@ -227,8 +227,8 @@ def test_run_on_external_server(
 
     msgs = [r["msg"] for r in d.records()]
     assert msgs[0] == "starting dispatchd"
-    assert msgs[-4:] == ["stop requested", "gateway consumer stopped", "stopping", "stopped"]
-    assert "gateway consumer started" in msgs
+    assert msgs[-3:] == ["gateway consumer stopped", "stopping", "stopped"]
+    assert msgs.index("gateway consumer started") < msgs.index("stop requested") < len(msgs) - 3
     assert all({"ts", "level", "msg", "fields"} <= r.keys() for r in d.records())
     loaded = d.record("scripts loaded")["fields"]
     assert loaded["scripts"] == len(scripts.operations()) + 2  # + apply_batch
