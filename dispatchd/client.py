@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
@@ -147,7 +147,10 @@ class GatewayClient:
         self, after: str = "0-0", *, count: int = 1000, block_ms: int | None = None
     ) -> list[dict[str, Any]]:
         """Events after stream id ``after`` (``"$"``: only new ones), oldest first."""
-        rows = await self.redis.xread({self.outbound: after}, count=count, block=block_ms)
+        rows = cast(
+            list[tuple[Any, list[tuple[Any, dict[Any, Any]]]]] | None,
+            await self.redis.xread({self.outbound: after}, count=count, block=block_ms),
+        )
         out: list[dict[str, Any]] = []
         for _stream, entries in rows or []:
             for entry_id, fields in entries:
@@ -161,7 +164,7 @@ class GatewayClient:
     ) -> AsyncIterator[dict[str, Any]]:
         """Iterate events as they arrive (forever); ``mine_only`` keeps this gateway's."""
         if after == "$":
-            last = await self.redis.xrevrange(self.outbound, count=1)
+            last = cast(list[tuple[bytes, Any]], await self.redis.xrevrange(self.outbound, count=1))
             after = _s(last[0][0]) if last else "0-0"
         while True:
             for event in await self.read_events(after, block_ms=block_ms):
@@ -172,7 +175,7 @@ class GatewayClient:
 
     async def dead_letters(self) -> list[dict[str, str]]:
         """The refused commands kept in the dead-letter stream (with ``error``, ``entry``)."""
-        rows = await self.redis.xrange(self.dead)
+        rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await self.redis.xrange(self.dead))
         return [{_s(k): _s(v) for k, v in fields.items()} for _id, fields in rows]
 
 

@@ -24,7 +24,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from redis.exceptions import RedisError, ResponseError
@@ -145,7 +145,8 @@ class GatewayConsumer:
         self._next_refresh = now + self.opts.tenants_refresh_ms / 1000
         if self.opts.tenants:
             await self.redis.sadd(keys.TENANTS_KEY, *self.opts.tenants)
-        names = sorted(m.decode() for m in await self.redis.smembers(keys.TENANTS_KEY))
+        members = cast(set[bytes], await self.redis.smembers(keys.TENANTS_KEY))
+        names = sorted(m.decode() for m in members)
         for name in names:
             if name not in self.tenants:
                 await self._create_group(name)
@@ -170,15 +171,18 @@ class GatewayConsumer:
             if not backlog:
                 await asyncio.sleep(self.opts.block_ms / 1000)
             return backlog
-        streams = {keys.key("inbound", t.name): ">" for t in held}
+        streams: dict[Any, Any] = {keys.key("inbound", t.name): ">" for t in held}
         block = None if backlog else self.opts.block_ms
-        rows = await self.redis.xreadgroup(
-            GROUP, self.name, streams, count=self.opts.batch_size, block=block
+        rows = cast(
+            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
+            await self.redis.xreadgroup(
+                GROUP, self.name, streams, count=self.opts.batch_size, block=block
+            ),
         )
         out = dict(backlog)
         for stream, entries in rows or []:
-            tenant = stream.decode()[1 : stream.decode().index("}")]
-            out.setdefault(tenant, []).extend(entries)
+            name = stream.decode()
+            out.setdefault(name[1 : name.index("}")], []).extend(entries)
         return out
 
     async def _claim(self, tenant: _Tenant) -> None:

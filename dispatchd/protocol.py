@@ -125,7 +125,7 @@ GatewayCommand = (
 )
 
 COMMAND_TYPES: frozenset[str] = frozenset(
-    str(cls.__struct_config__.tag) for cls in GatewayCommand.__args__  # type: ignore[attr-defined]
+    str(cls.__struct_config__.tag) for cls in GatewayCommand.__args__
 )
 
 _json_decoder = msgspec.json.Decoder(GatewayCommand)
@@ -157,6 +157,8 @@ def _salvage_id(raw: Any) -> str | None:
 
 def decode_entry(fields: dict[bytes, bytes], tenant: str) -> GatewayCommand | Rejected:
     """Decode one inbound stream entry."""
+    typed: Any
+    loose: Any
     if JSON_FIELD in fields:
         payload, typed, loose = fields[JSON_FIELD], _json_decoder, _json_any
     elif MSGPACK_FIELD in fields:
@@ -215,16 +217,6 @@ def encode_command(cmd: GatewayCommand, *, msgpack: bool = False) -> dict[bytes,
 
 
 # ---------------------------------------------------------------------------- events
-
-
-class GatewayEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
-    """An outbound event as a gateway reads it; fields beyond these depend on ``type``."""
-
-    type: str
-    ts: int
-    cmd: str | None = None
-    session: str | None = None
-    gateway: str | None = None
 
 
 def decode_event(fields: dict[bytes, bytes]) -> dict[str, Any]:
