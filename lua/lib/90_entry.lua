@@ -99,16 +99,35 @@ local function refuse(g, c, text, now)
   g.failed = g.failed + 1
 end
 
+-- Remember the command as done; ids and entries are written once per batch (flush).
 local function done(g, c, now)
-  if c._id then call("ZADD", K.applied(), sfmt("%d", now), c._id) end
-  if c._e then
-    call("XACK", K.inbound(), g.group, c._e)
-    call("XDEL", K.inbound(), c._e)
+  if c._id then
+    g.seen[c._id] = true
+    g.ids[#g.ids + 1] = sfmt("%d", now)
+    g.ids[#g.ids + 1] = c._id
+  end
+  if c._e then g.entries[#g.entries + 1] = c._e end
+end
+
+-- Many-argument commands in chunks (Lua's unpack has a stack limit).
+local function call_chunked(head, args, step)
+  for i = 1, #args, step do
+    local cmd = {unpack(head)}
+    for j = i, math.min(i + step - 1, #args) do cmd[#cmd + 1] = args[j] end
+    call(unpack(cmd))
+  end
+end
+
+local function flush(g)
+  if #g.ids > 0 then call_chunked({"ZADD", K.applied()}, g.ids, 1000) end
+  if #g.entries > 0 then
+    call_chunked({"XACK", K.inbound(), g.group}, g.entries, 1000)
+    call_chunked({"XDEL", K.inbound()}, g.entries, 1000)
   end
 end
 
 local function apply_one(g, c, now)
-  if c._id and call("ZSCORE", K.applied(), c._id) then
+  if c._id and (g.seen[c._id] or call("ZSCORE", K.applied(), c._id)) then
     g.duplicates = g.duplicates + 1
   elseif c.op == "reject" then
     refuse(g, c, tostring(c.error), now)
@@ -135,8 +154,10 @@ function L.gateway(now_arg, packed)
   if holder and holder ~= g.lease then return cmsgpack.pack({held = false, holder = holder}) end
   call("SET", K.lease(), g.lease, "PX", g.lease_ms)
   g.applied, g.duplicates, g.failed, g.events, g.types = 0, 0, 0, 0, {}
+  g.seen, g.ids, g.entries = {}, {}, {}
   call("ZREMRANGEBYSCORE", K.applied(), "-inf", sfmt("(%d", now - g.dedupe_ms))
   for _, c in ipairs(g.cmds or {}) do apply_one(g, c, now) end
+  flush(g)
   if g.tick then
     for _, op in ipairs(TICK_OPS) do
       AGENTS, L.now = {}, now
