@@ -101,6 +101,7 @@ class GatewayConsumer:
         self.token = self.name
         self.tenants: dict[str, _Tenant] = {}
         self._next_refresh = 0.0
+        self._invalid: set[str] = set()
         self._gateway = engine.redis.register_script(scripts.source(scripts.GATEWAY))
         self.batches = 0
 
@@ -143,11 +144,20 @@ class GatewayConsumer:
         if now < self._next_refresh:
             return
         self._next_refresh = now + self.opts.tenants_refresh_ms / 1000
-        if self.opts.tenants:
-            await self.redis.sadd(keys.TENANTS_KEY, *self.opts.tenants)
+        valid = [t for t in self.opts.tenants if keys.ID_RE.match(t)]
+        if valid:
+            await self.redis.sadd(keys.TENANTS_KEY, *valid)
         members = cast(set[bytes], await self.redis.smembers(keys.TENANTS_KEY))
-        names = sorted(m.decode() for m in members)
+        names = sorted(m.decode(errors="replace") for m in members)
         for name in names:
+            if name in self.tenants:
+                continue
+            if not keys.ID_RE.match(name):
+                if name not in self._invalid:
+                    self._invalid.add(name)
+                    log.warning(f"ignoring invalid tenant id in {keys.TENANTS_KEY}",
+                                extra={"fields": {"tenant": name}})
+                continue
             if name not in self.tenants:
                 await self._create_group(name)
                 self.tenants[name] = _Tenant(name)

@@ -11,6 +11,7 @@ import ast
 import inspect
 import itertools
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from functools import cache
@@ -107,6 +108,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValueError(f"the URL must start with {', '.join(s + '://' for s in URL_SCHEMES)}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        for tenant in self.tenants.split(","):
+            if tenant.strip() and not re.match(r"^[A-Za-z0-9_.@-]{1,64}$", tenant.strip()):
+                raise ValueError(f"tenant id {tenant.strip()!r}: 1-64 of A-Z a-z 0-9 _ . @ -")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
