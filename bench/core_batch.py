@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -28,66 +27,38 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 import uvloop
 
+from bench.centre import arrivals_and_closes, server_cpu_s, setup_centre
 from dispatchd.engine import Engine
-from dispatchd.messages import (
-    Arrive,
-    Command,
-    ConfigureAgent,
-    ConfigureGroup,
-    ReleaseSession,
-    SetAgentStatus,
-)
+from dispatchd.messages import Arrive, Command, ReleaseSession
 
 TENANT = "bench"
 
 
 def workload(n: int, groups: int, seed: int = 1) -> list[Command]:
     """An arrive/release stream that keeps the centre busy with a queue."""
-    rng = random.Random(seed)
-    weights = [1 / (i + 1) for i in range(groups)]
-    cmds: list[Command] = []
-    open_sessions: list[str] = []
-    for i in range(n):
-        if open_sessions and rng.random() < 0.5:
-            sid = open_sessions.pop(rng.randrange(len(open_sessions)))
-            cmds.append(ReleaseSession(session=sid))
-        else:
-            sid = f"s{i}"
-            g = rng.choices(range(groups), weights)[0]
-            cmds.append(Arrive(session=sid, group=f"g{g}", priority=rng.randint(-2, 5)))
-            open_sessions.append(sid)
-    return cmds
+    return [
+        Arrive(session=sid, group=group, priority=prio) if kind == "arrive"
+        else ReleaseSession(session=sid)
+        for kind, sid, group, prio in arrivals_and_closes(n, groups, seed)
+    ]
 
 
 async def setup(engine: Engine, groups: int, agents: int) -> None:
     await engine.redis.flushall()
-    rng = random.Random(2)
-    setup_cmds: list[Command] = [ConfigureGroup(group=f"g{g}") for g in range(groups)]
-    for a in range(agents):
-        skills = rng.sample(range(groups), k=min(3, groups))
-        setup_cmds.append(ConfigureAgent(agent=f"a{a}", capacity=3,
-                                         abilities={f"g{g}": rng.randint(1, 3) for g in skills}))
-        setup_cmds.append(SetAgentStatus(agent=f"a{a}", status="online"))
-    for i in range(0, len(setup_cmds), 500):
-        await engine.apply_batch(TENANT, 0, setup_cmds[i : i + 500])
-
-
-async def server_cpu(client: aioredis.Redis) -> float:
-    info = await client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    await setup_centre(engine, TENANT, groups, agents)
 
 
 async def measure(
     client: aioredis.Redis, n_cmds: int, rounds: list[Callable[[], Awaitable[object]]]
 ) -> dict[str, float]:
     lat: list[float] = []
-    cpu0, srv0, t0 = time.process_time(), await server_cpu(client), time.perf_counter()
+    cpu0, srv0, t0 = time.process_time(), await server_cpu_s(client), time.perf_counter()
     for fn in rounds:
         s = time.perf_counter()
         await fn()
         lat.append(time.perf_counter() - s)
     wall = time.perf_counter() - t0
-    cpu1, srv1 = time.process_time(), await server_cpu(client)
+    cpu1, srv1 = time.process_time(), await server_cpu_s(client)
     lat.sort()
     return {
         "rate": n_cmds / wall,

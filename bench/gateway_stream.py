@@ -14,55 +14,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import time
 
 import redis.asyncio as aioredis
 import uvloop
 
+from bench.centre import arrivals_and_closes, server_cpu_s, setup_centre
 from dispatchd import keys
 from dispatchd.client import GatewayClient
 from dispatchd.consumer import ConsumerOptions, GatewayConsumer
 from dispatchd.engine import Engine
-from dispatchd.messages import Command, ConfigureAgent, ConfigureGroup, SetAgentStatus
 from dispatchd.protocol import ArriveCmd, CloseSessionCmd, GatewayCommand
 
 TENANT = "gwbench"
 
 
 def commands(n: int, groups: int, seed: int = 3) -> list[GatewayCommand]:
-    rng = random.Random(seed)
-    weights = [1 / (i + 1) for i in range(groups)]
-    out: list[GatewayCommand] = []
-    open_sessions: list[str] = []
-    for i in range(n):
-        if open_sessions and rng.random() < 0.5:
-            sid = open_sessions.pop(rng.randrange(len(open_sessions)))
-            out.append(CloseSessionCmd(id=f"c{i}", session=sid))
-        else:
-            sid = f"s{i}"
-            g = rng.choices(range(groups), weights)[0]
-            out.append(ArriveCmd(id=f"c{i}", session=sid, group=f"g{g}",
-                                 priority=rng.randint(-2, 5), gateway="web"))
-            open_sessions.append(sid)
-    return out
-
-
-async def setup(engine: Engine, groups: int, agents: int) -> None:
-    rng = random.Random(2)
-    cmds: list[Command] = [ConfigureGroup(group=f"g{g}") for g in range(groups)]
-    for a in range(agents):
-        skills = rng.sample(range(groups), k=min(3, groups))
-        cmds.append(ConfigureAgent(agent=f"a{a}", capacity=3,
-                                   abilities={f"g{g}": rng.randint(1, 3) for g in skills}))
-        cmds.append(SetAgentStatus(agent=f"a{a}", status="online"))
-    for i in range(0, len(cmds), 500):
-        await engine.apply_batch(TENANT, 0, cmds[i : i + 500])
-
-
-async def server_cpu(client: aioredis.Redis) -> float:
-    info = await client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    return [
+        ArriveCmd(id=f"c{i}", session=sid, group=group, priority=prio, gateway="web")
+        if kind == "arrive" else CloseSessionCmd(id=f"c{i}", session=sid)
+        for i, (kind, sid, group, prio) in enumerate(arrivals_and_closes(n, groups, seed))
+    ]
 
 
 async def ceiling(client: aioredis.Redis, n: int) -> float:
@@ -91,7 +63,7 @@ async def run(args: argparse.Namespace) -> None:
     await engine.load_scripts()
     n = 10_000 if args.quick else 100_000
     groups, agents = (10, 100) if args.quick else (50, 1000)
-    await setup(engine, groups, agents)
+    await setup_centre(engine, TENANT, groups, agents)
     gw = GatewayClient(client, TENANT)
     cmds = commands(n, groups)
     for i in range(0, n, 1000):
@@ -99,11 +71,11 @@ async def run(args: argparse.Namespace) -> None:
     consumer = GatewayConsumer(engine, ConsumerOptions(
         tenants=(TENANT,), batch_size=args.batch_size, block_ms=1, tick_ms=100))
     inbound = keys.key("inbound", TENANT)
-    cpu0, srv0, t0 = time.process_time(), await server_cpu(client), time.perf_counter()
+    cpu0, srv0, t0 = time.process_time(), await server_cpu_s(client), time.perf_counter()
     while await client.xlen(inbound) > 0:
         await consumer.step()
     wall = time.perf_counter() - t0
-    cpu, srv = time.process_time() - cpu0, await server_cpu(client) - srv0
+    cpu, srv = time.process_time() - cpu0, await server_cpu_s(client) - srv0
     events = await client.xlen(keys.key("outbound", TENANT))
     top = await ceiling(client, 20_000)
     rate = n / wall

@@ -39,7 +39,7 @@ class ConfigureGroup(_Command, frozen=True, tag="configure_group"):
     # lifecycle timers (ms; 0 = off), see docs/protocol.md
     queue_warning_ms: int = 60_000
     queue_timeout_ms: int = 0
-    position_update_ms: int = 30_000
+    position_update_ms: int = 0
     reply_sla_ms: int = 60_000
     reply_reassign_ms: int = 0
     silence_remind_ms: int = 120_000

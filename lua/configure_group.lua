@@ -46,7 +46,7 @@ end
 -- command field -> {key in the group's timer map, default ms}
 local TIMER_FIELDS = {
   queue_warning_ms = {"qwarn", 60000}, queue_timeout_ms = {"qtimeout", 0},
-  position_update_ms = {"posint", 30000}, reply_sla_ms = {"sla", 60000},
+  position_update_ms = {"posint", 0}, reply_sla_ms = {"sla", 60000},
   reply_reassign_ms = {"reassign", 0}, silence_remind_ms = {"sremind", 120000},
   silence_preclose_ms = {"spreclose", 300000}, silence_close_ms = {"sclose", 1800000},
   confirm_close_ms = {"cclose", 300000},

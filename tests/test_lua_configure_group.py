@@ -30,7 +30,7 @@ async def stored(redis_client, tenant, group):
 
 
 DEFAULT_TIMERS = {
-    "qwarn": 60000, "qtimeout": 0, "posint": 30000, "sla": 60000, "reassign": 0,
+    "qwarn": 60000, "qtimeout": 0, "posint": 0, "sla": 60000, "reassign": 0,
     "sremind": 120000, "spreclose": 300000, "sclose": 1800000, "cclose": 300000,
 }
 
