@@ -64,6 +64,9 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     out_maxlen: int = 1_000_000
     dead_maxlen: int = 100_000
     tenants_refresh_ms: int = 5000
+    #: Also serve the tenants listed in dispatchd:tenants (and register ``tenants`` there).
+    #: False: serve exactly ``tenants``.
+    discover: bool = True
 
 
 def wall_clock_ms() -> int:
@@ -144,11 +147,13 @@ class GatewayConsumer:
         if now < self._next_refresh:
             return
         self._next_refresh = now + self.opts.tenants_refresh_ms / 1000
-        valid = [t for t in self.opts.tenants if keys.ID_RE.match(t)]
-        if valid:
-            await self.redis.sadd(keys.TENANTS_KEY, *valid)
-        members = cast(set[bytes], await self.redis.smembers(keys.TENANTS_KEY))
-        names = sorted(m.decode(errors="replace") for m in members)
+        names = list(self.opts.tenants)
+        if self.opts.discover:
+            valid = [t for t in self.opts.tenants if keys.ID_RE.match(t)]
+            if valid:
+                await self.redis.sadd(keys.TENANTS_KEY, *valid)
+            members = cast(set[bytes], await self.redis.smembers(keys.TENANTS_KEY))
+            names = sorted(m.decode(errors="replace") for m in members)
         for name in names:
             if name in self.tenants:
                 continue

@@ -45,8 +45,10 @@ function L.on_queued(s, now)
   L.set_phase(s, "queued", now)
   local gc = L.group(s.g)
   L.cancel_timers(s.id, {"sla", "ra", "sr", "sp", "sc", "cc"})
-  maybe_timer("qw", s.id, s.at, gc.qwarn, now)
-  maybe_timer("qt", s.id, s.at, gc.qtimeout, now)
+  -- measured from entering the queue: a session transferred or re-queued after being
+  -- served starts a new queue wait (its virtual arrival still keeps its original wait)
+  maybe_timer("qw", s.id, now, gc.qwarn, now)
+  maybe_timer("qt", s.id, now, gc.qtimeout, now)
   maybe_timer("pu", s.id, now, gc.posint, now)
 end
 

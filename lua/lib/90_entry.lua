@@ -70,11 +70,13 @@ local function emit(g, e, now, cmd_id, sessions)
   if sid then
     local info = sessions[sid]
     if not info then
-      info = call("HMGET", K.session(sid), "gw", "ph")
+      info = call("HMGET", K.session(sid), "gw", "ph", "rs")
       sessions[sid] = info
     end
     if info[1] and info[1] ~= "" then e.gateway = info[1] end
-    if e.type == "closed" then e.state = info[2] or "closed" end
+    if e.type == "closed" then
+      e.state, e.reason = info[2] or "closed", e.reason or info[3] or nil
+    end
   end
   if (e.type == "queued" or e.type == "position") and not e.parked_with then
     e.eta_ms = L.eta(e.group, e.position, e.wait_ms or 0, now)
