@@ -271,7 +271,12 @@ class GatewayConsumer:
     @staticmethod
     def _translate(tenant: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
         eid = entry_id.decode()
-        decoded = protocol.decode_entry(fields, tenant)
-        if isinstance(decoded, protocol.Rejected):
-            return protocol.reject_to_script(decoded, eid)
-        return protocol.to_script(decoded, eid)
+        try:
+            decoded = protocol.decode_entry(fields, tenant)
+            if isinstance(decoded, protocol.Rejected):
+                return protocol.reject_to_script(decoded, eid)
+            return protocol.to_script(decoded, eid)
+        except Exception as exc:  # a bug must cost one dead letter, not the daemon
+            log.exception("could not translate entry", extra={"fields": {"entry": eid}})
+            rejected = protocol.Rejected("E_INTERNAL", f"{type(exc).__name__}: {exc}"[:500])
+            return protocol.reject_to_script(rejected, eid)

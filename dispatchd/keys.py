@@ -72,7 +72,7 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
 #: Not a tenant key: the set of tenant ids the daemon serves (no hash tag, own slot).
 TENANTS_KEY = "dispatchd:tenants"
 
-ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")  # \Z: "$" would allow a trailing newline
 
 
 def prefix(tenant: str) -> str:

@@ -30,7 +30,8 @@ E_UNKNOWN_TYPE = "E_UNKNOWN_TYPE"  # "type" missing or not a gateway command
 E_INVALID = "E_INVALID"  # a field has the wrong type, size or format
 E_WRONG_TENANT = "E_WRONG_TENANT"  # "tenant" present and not the stream's tenant
 
-Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
+# \Z, not $: "$" also matches before a trailing newline
+Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}\Z")]
 CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Priority = Annotated[int, msgspec.Meta(ge=-1000, le=1000)]
 
@@ -156,7 +157,16 @@ def _salvage_id(raw: Any) -> str | None:
 
 
 def decode_entry(fields: dict[bytes, bytes], tenant: str) -> GatewayCommand | Rejected:
-    """Decode one inbound stream entry."""
+    """Decode one inbound stream entry; never raises (hostile input is a Rejected)."""
+    try:
+        return _decode_entry(fields, tenant)
+    except RecursionError:
+        return Rejected(E_MALFORMED, "nested too deeply")
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+        return Rejected(E_MALFORMED, f"undecodable payload: {type(exc).__name__}")
+
+
+def _decode_entry(fields: dict[bytes, bytes], tenant: str) -> GatewayCommand | Rejected:
     typed: Any
     loose: Any
     if JSON_FIELD in fields:
@@ -186,7 +196,7 @@ def _classify(payload: bytes, loose: Any, error: str) -> Rejected:
     if not isinstance(raw, dict):
         return Rejected(E_MALFORMED, "payload is not an object", cid)
     kind = raw.get("type")
-    if kind not in COMMAND_TYPES:
+    if not isinstance(kind, str) or kind not in COMMAND_TYPES:
         return Rejected(E_UNKNOWN_TYPE, f"unknown command type {kind!r}"[:200], cid)
     return Rejected(E_INVALID, error[:500], cid)
 

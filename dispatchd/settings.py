@@ -109,7 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         for tenant in self.tenants.split(","):
-            if tenant.strip() and not re.match(r"^[A-Za-z0-9_.@-]{1,64}$", tenant.strip()):
+            if tenant.strip() and not re.match(r"^[A-Za-z0-9_.@-]{1,64}\Z", tenant.strip()):
                 raise ValueError(f"tenant id {tenant.strip()!r}: 1-64 of A-Z a-z 0-9 _ . @ -")
 
     @classmethod
