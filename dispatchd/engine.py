@@ -32,6 +32,7 @@ from dispatchd.messages import (
     CommandFailed,
     ConfigureAgent,
     ConfigureGroup,
+    ConfigureRules,
     ConfirmClose,
     CustomerLeave,
     CustomerMessage,
@@ -46,6 +47,7 @@ from dispatchd.messages import (
     ReactivateSession,
     ReleaseSession,
     RequestClose,
+    RoutingRule,
     SetAgentStatus,
     Tier,
     TransferSession,
@@ -235,13 +237,20 @@ class Engine:
             tenant, now_ms, SetAgentStatus(agent=agent, status=status, handover=handover)
         )
 
+    async def configure_rules(
+        self, tenant: str, now_ms: int, rules: Sequence[RoutingRule]
+    ) -> Outcome:
+        """Replace the tenant's routing rules (SPEC 2.1; the first match decides)."""
+        return await self.apply(tenant, now_ms, ConfigureRules(rules=list(rules)))
+
     async def arrive(
         self,
         tenant: str,
         now_ms: int,
         session: str,
-        group: str,
+        group: str | None,
         *,
+        attributes: dict[str, str | int | float | bool] | None = None,
         customer: str | None = None,
         priority: int = 0,
         directed_agent: str | None = None,
@@ -255,6 +264,7 @@ class Engine:
             Arrive(
                 session=session,
                 group=group,
+                attributes=attributes,
                 customer=customer,
                 priority=priority,
                 directed_agent=directed_agent,

@@ -75,6 +75,12 @@ class UnknownOperation(CommandRejected):
     code = "E_UNKNOWN_OP"
 
 
+class NoRoute(CommandRejected):
+    """An arrival without a group whose attributes match no routing rule."""
+
+    code = "E_NO_ROUTE"
+
+
 class InternalError(CommandRejected):
     """A script failed for a reason that is not a documented code: a bug. Reported in the
     gateway's error event and dead-letter entry instead of stopping the daemon."""
@@ -101,6 +107,7 @@ CODES: dict[str, type[CommandRejected]] = {
         BadTier,
         NotSessionAgent,
         UnknownOperation,
+        NoRoute,
         InternalError,
     )
 }

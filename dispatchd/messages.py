@@ -65,11 +65,37 @@ class SetAgentStatus(_Command, frozen=True, tag="set_agent_status"):
     handover: bool = False
 
 
+Scalar = str | int | float | bool
+
+
+class RoutingRule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """First match wins: every ``match`` condition must hold for the arrival's attributes.
+
+    A condition is a value (equal), a list of values (one of) or ``{"min": .., "max": ..}``.
+    """
+
+    group: str
+    match: dict[str, Scalar | list[Scalar] | dict[str, float]] = msgspec.field(
+        default_factory=dict
+    )
+    name: str | None = None
+    priority: int = 0
+    preferred_agent: str | None = None
+    blocked_agents: list[str] = msgspec.field(default_factory=list)
+
+
+class ConfigureRules(_Command, frozen=True, tag="configure_rules"):
+    """Replace the tenant's routing rules (ordered; the first match decides)."""
+
+    rules: list[RoutingRule] = msgspec.field(default_factory=list)
+
+
 class Arrive(_Command, frozen=True, tag="arrive"):
-    """A customer arrives in a group: assigned at once, parked, or queued."""
+    """A customer arrives in a group (or with attributes the routing rules map to one)."""
 
     session: str
-    group: str
+    group: str | None = None
+    attributes: dict[str, Scalar] | None = None
     customer: str | None = None
     priority: int = 0
     directed_agent: str | None = None
@@ -203,6 +229,7 @@ Command = (
     | AbandonCustomer
     | EscalateOverflow
     | ExpirePreferences
+    | ConfigureRules
     | CustomerMessage
     | AgentMessage
     | CustomerLeave
@@ -297,6 +324,10 @@ class AgentConfigured(_Event, frozen=True, tag="agent_configured"):
     agent: str
 
 
+class RulesConfigured(_Event, frozen=True, tag="rules_configured"):
+    count: int
+
+
 class StateChanged(_Event, frozen=True, tag="state_changed"):
     session: str
     to: str
@@ -346,6 +377,7 @@ Event = (
     | AgentStatusChanged
     | GroupConfigured
     | AgentConfigured
+    | RulesConfigured
     | StateChanged
     | Alert
     | Position

@@ -45,9 +45,13 @@ class _GatewayCommand(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
     """Optional gateway clock (ms since the epoch), for latency measurements only."""
 
 
+AttributeValue = str | int | float | bool
+
+
 class ArriveCmd(_GatewayCommand, frozen=True, tag="arrive"):
     session: Id
-    group: Id
+    group: Id | None = None
+    attributes: Annotated[dict[Id, AttributeValue], msgspec.Meta(max_length=32)] | None = None
     customer: Id | None = None
     priority: Priority = 0
     directed_agent: Id | None = None

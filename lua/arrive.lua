@@ -3,12 +3,16 @@
   (directed or sticky) agent, or queued by virtual arrival = arrival - priority * U.
   KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
   ARGV[1] now_ms       int    caller's clock; it is the arrival time
-  ARGV[2] command      msgpack map {session, group, customer?, priority=0,
-                              directed_agent?, last_agent?, blocked_agents=[],
-                              gateway? (echoed on this session's gateway events)}
+  ARGV[2] command      msgpack map {session, group | attributes={name: value},
+                              customer?, priority=0, directed_agent?, last_agent?,
+                              blocked_agents=[], gateway? (echoed on its gateway events)}
+           Without a group, the first routing rule matching `attributes` gives the group,
+           adds its priority, and supplies a preferred agent (unless directed_agent is
+           given) and more blocked agents.
   Returns: msgpack [{event="assigned", ...}] or [{event="queued", ...}]
   Errors:  "E_BAD_ID <field>", "E_BAD_ARG <field>", "E_GROUP_UNKNOWN <id>",
-           "E_SESSION_EXISTS <id>", "E_AGENT_UNKNOWN <directed agent>"
+           "E_SESSION_EXISTS <id>", "E_AGENT_UNKNOWN <directed agent>",
+           "E_NO_ROUTE <why>" (no group, and no rule matches the attributes)
 ]]
 
 -- The preferred agent (a table) and its kind, per docs/routing.md "Directed and sticky".
@@ -29,9 +33,23 @@ local function preferred(now, gc, directed, last, customer, blocked)
   return ag, "sticky"
 end
 
+-- Group, priority, directed agent and blocked list after the routing rules (SPEC 2.1).
+local function entry(a, prio, directed_id, bl)
+  if a.group ~= nil then return L.id(a.group, "group"), prio, directed_id, bl, nil end
+  local attrs = a.attributes
+  if type(attrs) ~= "table" then L.fail("E_NO_ROUTE", "neither group nor attributes") end
+  local r = L.match_rule(attrs)
+  if not r then L.fail("E_NO_ROUTE", "no routing rule matches the attributes") end
+  local merged = {}
+  for _, x in ipairs(bl) do merged[#merged + 1] = x end
+  for _, x in ipairs(r.blocked_agents) do merged[#merged + 1] = x end
+  if #merged > 200 then L.fail("E_BAD_ARG", "blocked_agents") end
+  prio = math.max(-1000, math.min(1000, prio + r.priority))
+  return r.group, prio, directed_id, merged, r.preferred_agent
+end
+
 OPS.arrive = function(now, a)
   local sid = L.id(a.session, "session")
-  local g = L.id(a.group, "group")
   local customer = L.opt_id(a.customer, "customer")
   local prio = L.int(a.priority or 0, -1000, 1000, "priority")
   local directed_id = L.opt_id(a.directed_agent, "directed_agent")
@@ -39,6 +57,8 @@ OPS.arrive = function(now, a)
   local gateway = L.opt_id(a.gateway, "gateway")
   local bl = L.list(a.blocked_agents, 100, "blocked_agents")
   for i = 1, #bl do L.id(bl[i], "blocked_agents") end
+  local g, rule_pref
+  g, prio, directed_id, bl, rule_pref = entry(a, prio, directed_id, bl)
   local gc = L.group(g)
   if not gc then L.fail("E_GROUP_UNKNOWN", g) end
   if call("EXISTS", K.session(sid)) == 1 then L.fail("E_SESSION_EXISTS", sid) end
@@ -46,6 +66,8 @@ OPS.arrive = function(now, a)
   if directed_id then
     directed = L.agent(directed_id)
     if not directed then L.fail("E_AGENT_UNKNOWN", directed_id) end
+  elseif rule_pref then
+    directed = L.agent(rule_pref) or nil -- a rule's preferred agent that is gone is ignored
   end
 
   local seq = call("HINCRBY", K.tenant(), "seq", 1)

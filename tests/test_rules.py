@@ -14,7 +14,7 @@ import pytest
 from dispatchd import keys
 from dispatchd.engine import Engine
 from dispatchd.errors import AgentBlocked, SessionExists
-from dispatchd.messages import Arrive, Assigned, Queued, ReleaseSession, Tier
+from dispatchd.messages import Arrive, Assigned, Queued, ReleaseSession, RoutingRule, Tier
 
 S = 1000  # ms per second
 MIN = 60 * S
@@ -54,6 +54,32 @@ async def test_2_1_customer_enters_the_named_group(engine: Engine, tenant: str) 
     ]
     assert await served_order(engine, tenant, "hotel_presale") == ["c1"]
     assert await served_order(engine, tenant, "flight_presale") == []
+
+
+async def test_2_1_attributes_map_to_group_priority_and_agents(
+    engine: Engine, tenant: str
+) -> None:
+    """Note 002: an order whose check-in time has passed is urgent; gold customers go to
+    the high-ability group; a customer who rated an agent badly never gets that agent."""
+    for g in ("hotel_aftersale", "hotel_vip"):
+        await engine.configure_group(tenant, 0, g)
+    await engine.configure_rules(tenant, 0, [
+        RoutingRule(name="checking in now", group="hotel_aftersale", priority=10,
+                    match={"business": "hotel", "minutes_to_checkin": {"max": 0}}),
+        RoutingRule(name="gold", group="hotel_vip", match={"level": ["gold", "platinum"]},
+                    blocked_agents=["rated_badly"]),
+        RoutingRule(name="hotel", group="hotel_aftersale", match={"business": "hotel"}),
+    ])
+    out = await engine.arrive(tenant, 0, "late", None,
+                              attributes={"business": "hotel", "minutes_to_checkin": -30})
+    assert (out.events[0].group, out.events[0].priority) == ("hotel_aftersale", 10)
+    out = await engine.arrive(tenant, 0, "gold", None, attributes={"level": "gold"})
+    assert out.events[0].group == "hotel_vip"
+    await online(engine, tenant, 0, "rated_badly", capacity=5, hotel_vip=1)
+    assert (await engine.session(tenant, "gold")).state == "queued"  # type: ignore[union-attr]
+    out = await engine.arrive(tenant, 1, "plain", None, attributes={"business": "hotel"})
+    assert (out.events[0].group, out.events[0].priority) == ("hotel_aftersale", 0)
+    assert await served_order(engine, tenant, "hotel_aftersale") == ["late", "plain"]
 
 
 # ----------------------------------------------------------- 2.2 priority as virtual wait

@@ -229,3 +229,28 @@ function L.eta(g, position, wait, now)
   end
   return math.floor(eta + 0.5)
 end
+
+-- ---------------------------------------------------------------- routing rules (2.1)
+
+local function condition_holds(c, v)
+  if type(c) ~= "table" then return c == v end
+  if c[1] ~= nil then
+    for _, x in ipairs(c) do if x == v then return true end end
+    return false
+  end
+  return type(v) == "number" and (not c.min or v >= c.min) and (not c.max or v <= c.max)
+end
+
+-- The first rule (configure_rules.lua) all of whose conditions hold for `attrs`, or nil.
+function L.match_rule(attrs)
+  local packed = call("HGET", K.tenant(), "rules")
+  if not packed then return nil end
+  for _, r in ipairs(cmsgpack.unpack(packed)) do
+    local ok = true
+    for k, c in pairs(r.match) do
+      if not condition_holds(c, attrs[k]) then ok = false break end
+    end
+    if ok then return r end
+  end
+  return nil
+end
