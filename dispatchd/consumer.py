@@ -74,12 +74,15 @@ def wall_clock_ms() -> int:
 
 
 class _Tenant:
-    __slots__ = ("backlog", "held", "last_call", "last_tick", "name", "renew_at")
+    __slots__ = ("backlog", "held", "last_call", "last_claim", "last_tick", "name", "renew_at",
+                 "renewed_at")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.held = False
         self.renew_at = 0.0  # monotonic seconds
+        self.renewed_at = 0.0
+        self.last_claim = 0.0
         self.last_tick = 0
         self.last_call = 0.0
         self.backlog: list[tuple[bytes, dict[bytes, bytes]]] = []
@@ -178,7 +181,12 @@ class GatewayConsumer:
     # ---------------------------------------------------------------------------- read
 
     async def _read(self) -> dict[str, list[tuple[bytes, dict[bytes, bytes]]]]:
-        held = [t for t in self.tenants.values() if t.held and not t.backlog]
+        # Read only for tenants whose lease was renewed within half its length, so a
+        # replica that stalled past its lease renews (and learns it lost it) before it
+        # reads anything that would then sit pending under its name.
+        fresh = time.monotonic() - self.opts.lease_ms / 2000
+        held = [t for t in self.tenants.values()
+                if t.held and not t.backlog and t.renewed_at >= fresh]
         backlog = {t.name: t.backlog for t in self.tenants.values() if t.backlog}
         for t in self.tenants.values():
             t.backlog = []
@@ -200,12 +208,16 @@ class GatewayConsumer:
             out.setdefault(name[1 : name.index("}")], []).extend(entries)
         return out
 
-    async def _claim(self, tenant: _Tenant) -> None:
-        """Take every pending entry of the group (read by anyone, never acknowledged)."""
+    async def _claim(self, tenant: _Tenant, min_idle_ms: int = 0) -> None:
+        """Take the pending entries of the group (read by anyone, never acknowledged) that
+        have been idle ``min_idle_ms``; they are applied before anything newer."""
+        tenant.last_claim = time.monotonic()
         stream, start = keys.key("inbound", tenant.name), "0-0"
         claimed: list[tuple[bytes, dict[bytes, bytes]]] = []
         while True:
-            reply = await self.redis.xautoclaim(stream, GROUP, self.name, 0, start, count=1000)
+            reply = await self.redis.xautoclaim(
+                stream, GROUP, self.name, min_idle_ms, start, count=1000
+            )
             start_id, entries = reply[0], reply[1]
             claimed.extend((eid, fields) for eid, fields in entries if fields is not None)
             if start_id in (b"0-0", "0-0"):
@@ -256,12 +268,16 @@ class GatewayConsumer:
             was_held = t.held
             t.held = result.held
             if result.held:
+                t.renewed_at = now_mono
                 t.renew_at = now_mono + self.opts.lease_ms / 3000
                 t.last_tick = now
                 self.batches += 1 if n else 0
                 if not was_held:
                     log.info("tenant taken", extra={"fields": {"tenant": t.name}})
                     await self._claim(t)
+                elif now_mono - t.last_claim >= self.opts.lease_ms / 1000:
+                    # entries a stalled replica read after losing its lease: take them over
+                    await self._claim(t, min_idle_ms=self.opts.lease_ms)
             else:
                 t.renew_at = now_mono + self.opts.lease_ms / 3000
                 if was_held:
@@ -275,7 +291,9 @@ class GatewayConsumer:
             decoded = protocol.decode_entry(fields, tenant)
             if isinstance(decoded, protocol.Rejected):
                 return protocol.reject_to_script(decoded, eid)
-            return protocol.to_script(decoded, eid)
+            doc = protocol.to_script(decoded, eid)
+            _pack.encode(doc)  # what cannot be packed for the script must not sink the batch
+            return doc
         except Exception as exc:  # a bug must cost one dead letter, not the daemon
             log.exception("could not translate entry", extra={"fields": {"entry": eid}})
             rejected = protocol.Rejected("E_INTERNAL", f"{type(exc).__name__}: {exc}"[:500])

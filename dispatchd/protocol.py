@@ -41,11 +41,12 @@ class _GatewayCommand(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
     """Idempotency key: a command is applied at most once per id (within the window)."""
     tenant: str | None = None
     """Optional; when present it must be the tenant of the stream."""
-    ts: int | None = None
+    ts: Int64 | None = None
     """Optional gateway clock (ms since the epoch), for latency measurements only."""
 
 
-AttributeValue = str | int | float | bool
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+AttributeValue = Annotated[str, msgspec.Meta(max_length=256)] | Int64 | float | bool
 
 
 class ArriveCmd(_GatewayCommand, frozen=True, tag="arrive"):

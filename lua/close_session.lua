@@ -11,8 +11,9 @@
 ]]
 OPS.close_session = function(now, a)
   local s = L.live_session(a.session)
-  local reason = L.str(a.reason or "closed", 64, "reason")
-  local note = L.str(a.note or "", 2000, "note")
+  -- bytes: 4x the protocol's character limits (64 and 2000), so any valid UTF-8 fits
+  local reason = L.str(a.reason or "closed", 256, "reason")
+  local note = L.str(a.note or "", 8000, "note")
 
   local ev = {}
   if reason == "callback" then

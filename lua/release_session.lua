@@ -12,7 +12,7 @@
 ]]
 OPS.release_session = function(now, a)
   local sid = L.id(a.session, "session")
-  local reason = L.str(a.reason or "closed", 64, "reason")
+  local reason = L.str(a.reason or "closed", 256, "reason")
   local s = L.session(sid)
   if not s then L.fail("E_SESSION_UNKNOWN", sid) end
   if s.st ~= "assigned" and s.st ~= "preclosed" then L.fail("E_SESSION_STATE", s.st) end

@@ -227,6 +227,7 @@ function L.eta(g, position, wait, now)
     if rate <= 0 then return nil end
     eta = position / rate * 1000
   end
+  if eta ~= eta or eta > 1e12 then return nil end -- served nobody for ages: no estimate
   return math.floor(eta + 0.5)
 end
 

@@ -79,9 +79,14 @@ local function emit(g, e, now, cmd_id, sessions)
     end
   end
   if (e.type == "queued" or e.type == "position") and not e.parked_with then
-    e.eta_ms = L.eta(e.group, e.position, e.wait_ms or 0, now)
+    e.eta_ms = L.eta(e.group, e.position, e.wait_ms or 0, now) or cjson.null
   end
-  call("XADD", K.outbound(), "MAXLEN", "~", g.out_maxlen, "*", "json", cjson.encode(e))
+  local ok, json = pcall(cjson.encode, e)
+  if not ok then -- a bug, but the batch must go on: say so instead of the event
+    json = cjson.encode({type = "error", code = "E_INTERNAL", ts = now, cmd = cmd_id,
+                         message = "event not encodable: " .. tostring(json)})
+  end
+  call("XADD", K.outbound(), "MAXLEN", "~", g.out_maxlen, "*", "json", json)
   g.events = g.events + 1
   g.types[e.type] = (g.types[e.type] or 0) + 1
 end
@@ -94,16 +99,18 @@ local function refuse(g, c, text, now)
   local dead = {"XADD", K.dead(), "MAXLEN", "~", g.dead_maxlen, "*",
                 "entry", c._e or "", "error", text, "ts", sfmt("%d", now)}
   local orig = c._e and call("XRANGE", K.inbound(), c._e, c._e)[1]
-  if orig then
-    for _, v in ipairs(orig[2]) do dead[#dead + 1] = v end
+  if orig then -- the original fields, at most 32 of them (a hostile entry may have more)
+    for i = 1, math.min(#orig[2], 64) do dead[#dead + 1] = orig[2][i] end
   end
   call(unpack(dead))
   g.failed = g.failed + 1
 end
 
--- Remember the command as done; ids and entries are written once per batch (flush).
-local function done(g, c, now)
-  if c._id then
+-- Acknowledge the entry and, when the command was applied, remember its id (a refused
+-- command changed nothing, so a retry with the same id is evaluated again). Ids and
+-- entries are written once per batch (flush).
+local function done(g, c, now, applied)
+  if c._id and applied then
     g.seen[c._id] = true
     g.ids[#g.ids + 1] = sfmt("%d", now)
     g.ids[#g.ids + 1] = c._id
@@ -129,6 +136,7 @@ local function flush(g)
 end
 
 local function apply_one(g, c, now)
+  local applied = false
   if c._id and (g.seen[c._id] or call("ZSCORE", K.applied(), c._id)) then
     g.duplicates = g.duplicates + 1
   elseif c.op == "reject" then
@@ -141,12 +149,12 @@ local function apply_one(g, c, now)
     if ok then
       local sessions = {}
       for _, e in ipairs(res) do emit(g, e, now, c._id, sessions) end
-      g.applied = g.applied + 1
+      g.applied, applied = g.applied + 1, true
     else
       refuse(g, c, L.error_text(res), now)
     end
   end
-  done(g, c, now)
+  done(g, c, now, applied)
 end
 
 function L.gateway(now_arg, packed)
