@@ -99,8 +99,14 @@ local function refuse(g, c, text, now)
   local dead = {"XADD", K.dead(), "MAXLEN", "~", g.dead_maxlen, "*",
                 "entry", c._e or "", "error", text, "ts", sfmt("%d", now)}
   local orig = c._e and call("XRANGE", K.inbound(), c._e, c._e)[1]
-  if orig then -- the original fields, at most 32 of them (a hostile entry may have more)
-    for i = 1, math.min(#orig[2], 64) do dead[#dead + 1] = orig[2][i] end
+  if orig then -- the original payload field(s) only: other fields could forge ours
+    local f, kept = orig[2], {}
+    for i = 1, #f - 1, 2 do
+      if (f[i] == "json" or f[i] == "msgpack") and not kept[f[i]] then
+        kept[f[i]] = true
+        dead[#dead + 1], dead[#dead + 2] = f[i], f[i + 1]
+      end
+    end
   end
   call(unpack(dead))
   g.failed = g.failed + 1
