@@ -99,12 +99,17 @@ local function refuse(g, c, text, now)
   local dead = {"XADD", K.dead(), "MAXLEN", "~", g.dead_maxlen, "*",
                 "entry", c._e or "", "error", text, "ts", sfmt("%d", now)}
   local orig = c._e and call("XRANGE", K.inbound(), c._e, c._e)[1]
-  if orig then -- the original payload field(s) only: other fields could forge ours
-    local f, kept = orig[2], {}
+  if orig then
+    -- the payload field as it was; any other field (at most 32) as "field:<name>", so an
+    -- entry cannot forge entry/error/ts and a misnamed payload is still visible
+    local f, kept, others = orig[2], {}, 0
     for i = 1, #f - 1, 2 do
       if (f[i] == "json" or f[i] == "msgpack") and not kept[f[i]] then
         kept[f[i]] = true
         dead[#dead + 1], dead[#dead + 2] = f[i], f[i + 1]
+      elseif others < 32 then
+        others = others + 1
+        dead[#dead + 1], dead[#dead + 2] = "field:" .. f[i], f[i + 1]
       end
     end
   end
