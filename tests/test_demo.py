@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from dispatchd import demo
@@ -76,9 +75,14 @@ def test_demo_stops_early_on_sigint_with_a_summary() -> None:
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the header: the demo is up
     assert first.startswith("dispatchd demo: tenant demo on redis://127.0.0.1:"), first
-    time.sleep(2)
+    seen = [first]
+    while " assigned " not in seen[-1]:  # wait for the first assignment, then interrupt
+        line = proc.stdout.readline()
+        assert line, "demo ended before assigning anyone"
+        seen.append(line)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
+    out = "".join(seen) + out
     assert proc.returncode == 0, err
     assert " assigned " in out
     assert "summary after " in out
