@@ -120,6 +120,11 @@ class GatewayConsumer:
             try:
                 await self.step()
             except RedisError as exc:
+                # redis-py may turn a cancellation that lands mid-command into a
+                # connection error: being cancelled must still stop the loop
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc
                 log.warning("consumer step failed; retrying", extra={"fields": {"error": str(exc)}})
                 await asyncio.sleep(0.2)
         await self.release()
