@@ -26,20 +26,13 @@ local function recheck_queue(g, now, ev)
   local tiers = L.group(g).tiers
   for _, m in ipairs(call("ZRANGE", K.queue(g), 0, -1)) do
     local s = L.session(ssub(m, 27))
-    local tr = math.min(s.tr, #tiers)
-    while tiers[tr + 1] and tiers[tr + 1].after_ms <= now - s.at do tr = tr + 1 end
+    local tr = L.earned_tier(tiers, math.min(s.tr, #tiers), now - s.at)
     for n = tr + 1, s.tr do call("ZREM", K.overflow(g, n), m) end
     for n = 1, tr do call("ZADD", K.overflow(g, n), s.va, m) end
     s.tr = tr
     call("HSET", K.session(s.id), "tr", tr)
-    local nxt = tiers[tr + 1]
-    if nxt then
-      call("ZADD", K.due_overflow(), sfmt("%d", s.at + nxt.after_ms), s.id)
-    else
-      call("ZREM", K.due_overflow(), s.id)
-    end
-    local a, tier = L.best_agent(s)
-    if a then L.assign(s, L.agent(a), tier == 0 and "group" or "overflow", tier, now, ev) end
+    L.schedule_overflow(s, tiers)
+    L.to_best_agent(s, now, ev)
   end
 end
 

@@ -12,30 +12,21 @@
 OPS.escalate_overflow = function(now, a)
   local limit = L.int(a.limit or 100, 1, 10000, "limit")
   local ev = {}
-  local due = call("ZRANGEBYSCORE", K.due_overflow(), "-inf", sfmt("%d", now), "LIMIT", 0, limit)
-  for _, sid in ipairs(due) do
+  for _, sid in ipairs(L.due(K.due_overflow(), now, limit)) do
     local s = L.session(sid)
     if not s or s.st ~= "queued" or s.q ~= "g" then
       call("ZREM", K.due_overflow(), sid)
     else
       local tiers = L.group(s.g).tiers
-      local wait, opened = now - s.at, s.tr
-      while tiers[s.tr + 1] and tiers[s.tr + 1].after_ms <= wait do
-        s.tr = s.tr + 1
-        call("ZADD", K.overflow(s.g, s.tr), s.va, s.m)
-        ev[#ev + 1] = {event = "tier_opened", session = sid, group = s.g, tier = s.tr}
+      local opened = s.tr
+      s.tr = L.earned_tier(tiers, opened, now - s.at)
+      for n = opened + 1, s.tr do
+        call("ZADD", K.overflow(s.g, n), s.va, s.m)
+        ev[#ev + 1] = {event = "tier_opened", session = sid, group = s.g, tier = n}
       end
       call("HSET", K.session(sid), "tr", s.tr)
-      local nxt = tiers[s.tr + 1]
-      if nxt then
-        call("ZADD", K.due_overflow(), sfmt("%d", s.at + nxt.after_ms), sid)
-      else
-        call("ZREM", K.due_overflow(), sid)
-      end
-      if s.tr > opened then
-        local ag, tier = L.best_agent(s)
-        if ag then L.assign(s, L.agent(ag), tier == 0 and "group" or "overflow", tier, now, ev) end
-      end
+      L.schedule_overflow(s, tiers)
+      if s.tr > opened then L.to_best_agent(s, now, ev) end
     end
   end
   return ev

@@ -11,8 +11,7 @@
 OPS.expire_preferences = function(now, a)
   local limit = L.int(a.limit or 100, 1, 10000, "limit")
   local ev = {}
-  local due = call("ZRANGEBYSCORE", K.due_preference(), "-inf", sfmt("%d", now), "LIMIT", 0, limit)
-  for _, sid in ipairs(due) do
+  for _, sid in ipairs(L.due(K.due_preference(), now, limit)) do
     local s = L.session(sid)
     if not s or s.st ~= "queued" or s.q ~= "a" then
       call("ZREM", K.due_preference(), sid)

@@ -63,8 +63,7 @@ local FIRE = {
 OPS.fire_timers = function(now, a)
   local limit = L.int(a.limit or 100, 1, 10000, "limit")
   local ev = {}
-  local due = call("ZRANGEBYSCORE", K.due_timers(), "-inf", sfmt("%d", now), "LIMIT", 0, limit)
-  for _, member in ipairs(due) do
+  for _, member in ipairs(L.due(K.due_timers(), now, limit)) do
     call("ZREM", K.due_timers(), member)
     local kind, sid = member:match("^(%a+):(.+)$")
     local s = sid and L.session(sid)

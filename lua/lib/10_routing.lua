@@ -148,24 +148,48 @@ local function queued_event(s, reason, key, parked_with)
   }
 end
 
+-- The open tier a real wait of `wait` ms has earned, starting from tier `from`.
+function L.earned_tier(tiers, from, wait)
+  local tr = from
+  while tiers[tr + 1] and tiers[tr + 1].after_ms <= wait do tr = tr + 1 end
+  return tr
+end
+
+-- (Re)schedule the session's next overflow step, or drop it after the last tier.
+function L.schedule_overflow(s, tiers)
+  local nxt = tiers[s.tr + 1]
+  if nxt then
+    call("ZADD", K.due_overflow(), sfmt("%d", s.at + nxt.after_ms), s.id)
+  else
+    call("ZREM", K.due_overflow(), s.id)
+  end
+end
+
+-- Give the session to the best candidate of its pool, if there is one; true if assigned.
+function L.to_best_agent(s, now, ev)
+  local a, tier = L.best_agent(s)
+  if not a then return false end
+  L.assign(s, L.agent(a), tier == 0 and "group" or "overflow", tier, now, ev)
+  return true
+end
+
+-- Up to `limit` members of the due zset `key` whose time has come, earliest first.
+function L.due(key, now, limit)
+  return call("ZRANGEBYSCORE", key, "-inf", sfmt("%d", now), "LIMIT", 0, limit)
+end
+
 -- Route a session that waits nowhere in its group s.g: open the tiers its real wait has
 -- earned, give it to the best agent of its pool, or queue it.
 function L.route(s, now, reason, ev)
   local gc = L.group(s.g)
-  local wait, tr = now - s.at, 0
-  while gc.tiers[tr + 1] and gc.tiers[tr + 1].after_ms <= wait do tr = tr + 1 end
-  s.tr = tr
-  local a, tier = L.best_agent(s)
-  if a then
-    L.assign(s, L.agent(a), tier == 0 and "group" or "overflow", tier, now, ev)
-    return
-  end
+  s.tr = L.earned_tier(gc.tiers, 0, now - s.at)
+  if L.to_best_agent(s, now, ev) then return end
   s.va, s.q, s.st = s.at - s.p * gc.u, "g", "queued"
   call("ZADD", K.queue(s.g), s.va, s.m)
-  for n = 1, tr do call("ZADD", K.overflow(s.g, n), s.va, s.m) end
-  local nxt = gc.tiers[tr + 1]
-  if nxt then call("ZADD", K.due_overflow(), sfmt("%d", s.at + nxt.after_ms), s.id) end
-  call("HSET", K.session(s.id), "st", "queued", "g", s.g, "q", "g", "tr", tr,
+  for n = 1, s.tr do call("ZADD", K.overflow(s.g, n), s.va, s.m) end
+  -- a session being routed has no due step (unqueue dropped it): only add the next one
+  if gc.tiers[s.tr + 1] then L.schedule_overflow(s, gc.tiers) end
+  call("HSET", K.session(s.id), "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
     "va", sfmt("%d", s.va), "ag", "", "pf", "")
   L.on_queued(s, now)
   ev[#ev + 1] = queued_event(s, reason, K.queue(s.g))
