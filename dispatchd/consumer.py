@@ -38,6 +38,18 @@ GROUP = "dispatchd"
 _pack = msgspec.msgpack.Encoder()
 
 
+def _packable(cmd: dict[str, Any]) -> dict[str, Any]:
+    """``cmd``, or its reject if it cannot be packed for the script (it must not sink the
+    batch it is in)."""
+    try:
+        _pack.encode(cmd)
+        return cmd
+    except (OverflowError, TypeError, ValueError) as exc:
+        why = f"cannot be passed on: {exc}"[:500]
+        rejected = protocol.Rejected("E_INVALID", why, cmd.get("_id"))
+        return protocol.reject_to_script(rejected, cmd["_e"])
+
+
 class BatchResult(msgspec.Struct, frozen=True):
     held: bool
     holder: str | None = None
@@ -246,8 +258,12 @@ class GatewayConsumer:
         }
         if tick:
             args["tick"] = o.timer_limit
-        await self._gateway(keys=[keys.root(t.name)], args=[self.clock(), _pack.encode(args)],
-                            client=pipe)
+        try:
+            packed = _pack.encode(args)
+        except (OverflowError, TypeError, ValueError):
+            args["cmds"] = [_packable(c) for c in cmds]  # rare: find the culprit(s)
+            packed = _pack.encode(args)
+        await self._gateway(keys=[keys.root(t.name)], args=[self.clock(), packed], client=pipe)
 
     async def _apply(self, reads: dict[str, list[tuple[bytes, dict[bytes, bytes]]]]) -> None:
         now_mono, now = time.monotonic(), self.clock()
@@ -296,9 +312,7 @@ class GatewayConsumer:
             decoded = protocol.decode_entry(fields, tenant)
             if isinstance(decoded, protocol.Rejected):
                 return protocol.reject_to_script(decoded, eid)
-            doc = protocol.to_script(decoded, eid)
-            _pack.encode(doc)  # what cannot be packed for the script must not sink the batch
-            return doc
+            return protocol.to_script(decoded, eid)
         except Exception as exc:  # a bug must cost one dead letter, not the daemon
             log.exception("could not translate entry", extra={"fields": {"entry": eid}})
             rejected = protocol.Rejected("E_INTERNAL", f"{type(exc).__name__}: {exc}"[:500])
