@@ -84,9 +84,12 @@ async def inbound_state(redis: aioredis.Redis, tenant: str) -> tuple[int, int]:
     return length, pending
 
 
-async def produce(redis: aioredis.Redis, workloads: dict[str, Workload]) -> None:
-    """Send every tenant's entries in chunks, tenants taking turns, yielding in between."""
-    chunks = {t: [wl.entries[i : i + CHUNK] for i in range(0, len(wl.entries), CHUNK)]
+async def produce(redis: aioredis.Redis, workloads: dict[str, Workload],
+                  part: slice = slice(None)) -> None:
+    """Send every tenant's entries (``part`` of them) in chunks, tenants taking turns,
+    yielding in between."""
+    chunks = {t: [wl.entries[part][i : i + CHUNK]
+                  for i in range(0, len(wl.entries[part]), CHUNK)]
               for t, wl in workloads.items()}
     for k in range(max(len(c) for c in chunks.values())):
         for tenant, tenant_chunks in chunks.items():
@@ -167,10 +170,15 @@ async def test_holder_killed_mid_stream_the_other_takes_over(replica, engine, re
         await asyncio.gather(tasks[holder], return_exceptions=True)
         killed.append(holder)
 
+    half = slice(0, len(next(iter(workloads.values())).entries) // 2)
+    rest = slice(half.stop, None)
     try:
+        # half the load, the holder dies mid-stream, then the rest: the survivor must
+        # take over and has work left whatever the scheduling
         killer = asyncio.create_task(kill_holder())
-        await produce(redis_client, workloads)
+        await produce(redis_client, workloads, half)
         await killer
+        await produce(redis_client, workloads, rest)
         started = time.monotonic()
         await wait_drained(redis_client, list(tenants), timeout_s=30)
         took = time.monotonic() - started
