@@ -100,6 +100,17 @@ class QueueEntry(msgspec.Struct, frozen=True):
     virtual_arrival_ms: int
 
 
+class AdminResult(msgspec.Struct, frozen=True):
+    """What an admin change did: its events, the resource's new version, the audit id."""
+
+    events: list[Event]
+    version: int
+    audit: str
+
+
+_admin_result = msgspec.msgpack.Decoder(AdminResult)
+
+
 def _s(value: bytes | None) -> str | None:
     return None if value is None or value == b"" else value.decode()
 
@@ -120,7 +131,7 @@ class Engine:
         self.redis = client
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(scripts.source(name))
-            for name in [*scripts.operations(), scripts.BATCH, scripts.GATEWAY]
+            for name in [*scripts.operations(), scripts.BATCH, scripts.GATEWAY, scripts.ADMIN]
         }
 
     async def load_scripts(self) -> dict[str, str]:
@@ -170,6 +181,16 @@ class Engine:
             for item in _batch.decode(raw)
         ]
 
+    async def admin_change(self, tenant: str, now_ms: int, change: dict[str, Any]) -> AdminResult:
+        """Apply one audited admin change (``lua/admin/admin.lua`` documents ``change``)."""
+        try:
+            raw = await self._scripts[scripts.ADMIN](
+                keys=[keys.root(tenant)], args=[now_ms, _encoder.encode(change)]
+            )
+        except ResponseError as exc:
+            raise from_reply(str(exc)) from None
+        return _admin_result.decode(raw)
+
     # ------------------------------------------------------------ one wrapper per script
 
     async def configure_group(
@@ -184,12 +205,13 @@ class Engine:
         tiers: Sequence[Tier] = (),
         sticky_ms: int = 0,
         preference_ms: int = 60_000,
-        **timers: int,
+        **timers: Any,
     ) -> Outcome:
         """Create or replace a skill group's settings.
 
-        ``timers`` are the lifecycle timer fields of :class:`ConfigureGroup`
-        (``queue_warning_ms``, ``reply_sla_ms``, ...).
+        ``timers`` are the other fields of :class:`ConfigureGroup`: the lifecycle timers
+        (``queue_warning_ms``, ``reply_sla_ms``, ...) and the service-level threshold and
+        target.
         """
         return await self.apply(
             tenant,

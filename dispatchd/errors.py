@@ -81,6 +81,42 @@ class NoRoute(CommandRejected):
     code = "E_NO_ROUTE"
 
 
+class GroupBusy(CommandRejected):
+    """A group still has open sessions, so it cannot be deleted."""
+
+    code = "E_GROUP_BUSY"
+
+
+class GroupInUse(CommandRejected):
+    """Another group's overflow tier or a routing rule still names the group."""
+
+    code = "E_GROUP_IN_USE"
+
+
+class AgentBusy(CommandRejected):
+    """An agent still holds sessions or parked customers, so it cannot be deleted."""
+
+    code = "E_AGENT_BUSY"
+
+
+class NotFound(CommandRejected):
+    """An admin change names a resource that does not exist."""
+
+    code = "E_NOT_FOUND"
+
+
+class AlreadyExists(CommandRejected):
+    """An admin create names a resource that already exists."""
+
+    code = "E_EXISTS"
+
+
+class VersionMismatch(CommandRejected):
+    """An admin change expected another version of the resource (``detail``: current)."""
+
+    code = "E_VERSION"
+
+
 class InternalError(CommandRejected):
     """A script failed for a reason that is not a documented code: a bug. Reported in the
     gateway's error event and dead-letter entry instead of stopping the daemon."""
@@ -108,6 +144,12 @@ CODES: dict[str, type[CommandRejected]] = {
         NotSessionAgent,
         UnknownOperation,
         NoRoute,
+        GroupBusy,
+        GroupInUse,
+        AgentBusy,
+        NotFound,
+        AlreadyExists,
+        VersionMismatch,
         InternalError,
     )
 }

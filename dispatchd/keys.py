@@ -46,6 +46,8 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "parked": ("{P}a:{agent}:w", ("agent",)),
     # hash: the session (see docs/routing.md)
     "session": ("{P}s:{session}", ("session",)),
+    # list: the session's events as JSON, oldest first (capped; expires with the session)
+    "history": ("{P}s:{session}:h", ("session",)),
     # set: agents this session's customer blocks
     "blocked": ("{P}s:{session}:b", ("session",)),
     # hash: ag (last agent), at (when released) -- sticky memory
@@ -57,6 +59,8 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "due_timers": ("{P}due:tm", ()),
     # set: agents invited into the session besides its own
     "experts": ("{P}s:{session}:x", ("session",)),
+    # hash: group -> number of its open sessions (queued, parked, assigned, pre-closed)
+    "group_open": ("{P}gopen", ()),
     # hash: r (customers served per second, decayed), t (ms of the last update)
     "group_rate": ("{P}g:{group}:rate", ("group",)),
     # streams: gateway commands in, events out, refused commands (docs/protocol.md)
@@ -65,12 +69,23 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "dead": ("{P}dead", ()),
     # zset: command id -> ms applied (idempotency window)
     "applied": ("{P}applied", ()),
+    # hash: "<resource>:<id>" -> version, counting the resource's audited admin changes
+    "versions": ("{P}ver", ()),
+    # stream: the audit log of admin changes (lua/admin/admin.lua)
+    "audit": ("{P}audit", ()),
+    # hash: team id -> msgpack {name, site, manager}
+    "teams": ("{P}teams", ()),
     # string: the token of the daemon replica that holds this tenant (with PX expiry)
     "lease": ("{P}lease", ()),
 }
 
 #: Not a tenant key: the set of tenant ids the daemon serves (no hash tag, own slot).
 TENANTS_KEY = "dispatchd:tenants"
+#: Not tenant keys: admin API tokens (sha256 of the token -> msgpack record), token id ->
+#: sha256, and the audit stream of token and tenant changes; one hash tag, one slot.
+TOKENS_KEY = "{dispatchd}:tokens"
+TOKEN_IDS_KEY = "{dispatchd}:token-ids"
+GLOBAL_AUDIT_KEY = "{dispatchd}:audit"
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")  # \Z: "$" would allow a trailing newline
 

@@ -46,6 +46,9 @@ class ConfigureGroup(_Command, frozen=True, tag="configure_group"):
     silence_preclose_ms: int = 300_000
     silence_close_ms: int = 1_800_000
     confirm_close_ms: int = 300_000
+    # service level: the share answered within service_level_ms should be >= the target
+    service_level_ms: int = 20_000
+    service_level_target: float = 0.8
 
 
 class ConfigureAgent(_Command, frozen=True, tag="configure_agent"):
@@ -210,6 +213,18 @@ class QueryPosition(_Command, frozen=True, tag="query_position"):
     session: str
 
 
+class DeleteGroup(_Command, frozen=True, tag="delete_group"):
+    """Delete a skill group nothing depends on any more (see lua/delete_group.lua)."""
+
+    group: str
+
+
+class DeleteAgent(_Command, frozen=True, tag="delete_agent"):
+    """Delete an agent that holds no work (see lua/delete_agent.lua)."""
+
+    agent: str
+
+
 class FireTimers(_Command, frozen=True, tag="fire_timers"):
     """Fire up to ``limit`` due lifecycle timers."""
 
@@ -239,6 +254,8 @@ Command = (
     | InviteAgent
     | QueryPosition
     | FireTimers
+    | DeleteGroup
+    | DeleteAgent
 )
 
 # ---------------------------------------------------------------------------- events
@@ -324,6 +341,14 @@ class AgentConfigured(_Event, frozen=True, tag="agent_configured"):
     agent: str
 
 
+class GroupDeleted(_Event, frozen=True, tag="group_deleted"):
+    group: str
+
+
+class AgentDeleted(_Event, frozen=True, tag="agent_deleted"):
+    agent: str
+
+
 class RulesConfigured(_Event, frozen=True, tag="rules_configured"):
     count: int
 
@@ -377,6 +402,8 @@ Event = (
     | AgentStatusChanged
     | GroupConfigured
     | AgentConfigured
+    | GroupDeleted
+    | AgentDeleted
     | RulesConfigured
     | StateChanged
     | Alert

@@ -7,7 +7,10 @@ library ``lua/lib/*.lua`` (in file-name order), the transition(s) and a footer:
 * the standalone script of ``<op>``: ``ARGV[1]`` now_ms, ``ARGV[2]`` the msgpack-packed
   command; returns the msgpack-packed event list or an error reply ``E_CODE detail``;
 * ``apply_batch``: every transition plus a loop that applies a msgpack list of commands in
-  order, each under ``pcall``, and returns one packed list of ``{events}`` / ``{error}``.
+  order, each under ``pcall``, and returns one packed list of ``{events}`` / ``{error}``;
+* ``gateway_batch``: every transition plus the gateway entry point (``L.gateway``);
+* ``admin_change``: every transition plus ``lua/admin/admin.lua``, one audited admin
+  change.
 
 The SHA of the assembled text is the script's version.
 """
@@ -23,6 +26,7 @@ from dispatchd.keys import lua_prelude
 
 BATCH = "apply_batch"
 GATEWAY = "gateway_batch"
+ADMIN = "admin_change"
 
 _STANDALONE_FOOTER = """
 return L.run({op!r}, ARGV[1], ARGV[2])
@@ -34,6 +38,10 @@ return L.batch(ARGV[1], ARGV[2])
 
 _GATEWAY_FOOTER = """
 return L.gateway(ARGV[1], ARGV[2])
+"""
+
+_ADMIN_FOOTER = """
+return L.admin(ARGV[1], ARGV[2])
 """
 
 
@@ -67,6 +75,9 @@ def source(name: str) -> str:
         return head + "".join(_read(op) for op in operations()) + _BATCH_FOOTER
     if name == GATEWAY:
         return head + "".join(_read(op) for op in operations()) + _GATEWAY_FOOTER
+    if name == ADMIN:
+        admin = (lua_dir() / "admin" / "admin.lua").read_text(encoding="utf-8")
+        return head + "".join(_read(op) for op in operations()) + admin + _ADMIN_FOOTER
     if name not in operations():
         raise KeyError(name)
     return head + _read(name) + _STANDALONE_FOOTER.format(op=name)

@@ -78,6 +78,7 @@ OPS.arrive = function(now, a)
   call("HSET", K.session(sid), "st", "queued", "g", g, "p", prio, "at", sfmt("%d", now),
     "sq", seq, "m", s.m, "tr", 0, "q", "", "bl", s.bl, "c", customer or "",
     "gw", gateway or "")
+  call("HINCRBY", K.group_open(), g, 1)
   if #bl > 0 then
     call("SADD", K.blocked(sid), unpack(bl))
     for i = 1, #bl do s.blk[bl[i]] = true end

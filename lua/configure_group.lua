@@ -5,7 +5,8 @@
                               deterministic)
   ARGV[2] command      msgpack map {group, k=60.0, m=0.5, priority_unit_ms=60000,
                               tiers=[{after_ms, groups=[...]}...], sticky_ms=0,
-                              preference_ms=60000, and the lifecycle timers of
+                              preference_ms=60000, service_level_target=0.8, and
+                              the lifecycle timers and service_level_ms=20000 of
                               TIMER_FIELDS below (ms, 0 = off)}
   Touches: group hash, its members' ranks ({t}:g:<g>:r), the reverse overflow map
            ({t}:g:<h>:src) of every group named in the old or new tiers.
@@ -43,6 +44,8 @@ local TIMER_FIELDS = {
   reply_reassign_ms = {"reassign", 0}, silence_remind_ms = {"sremind", 120000},
   silence_preclose_ms = {"spreclose", 300000}, silence_close_ms = {"sclose", 1800000},
   confirm_close_ms = {"cclose", 300000},
+  -- not a timer: the service-level threshold (answered within it counts as "in SL")
+  service_level_ms = {"slms", 20000},
 }
 
 OPS.configure_group = function(now, a)
@@ -56,6 +59,7 @@ OPS.configure_group = function(now, a)
   for field, spec in pairs(TIMER_FIELDS) do
     timers[spec[1]] = L.int(a[field] or spec[2], 0, 1e11, field)
   end
+  timers.slt = L.num(a.service_level_target or 0.8, 0, 1, "service_level_target")
   local tiers, seen, last_after = {}, {}, -1
   for n, t in ipairs(L.list(a.tiers, 16, "tiers")) do
     if type(t) ~= "table" then L.fail("E_BAD_ARG", "tiers") end

@@ -72,13 +72,19 @@ end
 -- ------------------------------------------------------------------- closing sessions
 
 -- Close a session (state "closed" or "system_closed") and keep it for retention_ms.
+-- How long a closed session (its hash, sets and history) is kept.
+function L.retention()
+  return tonumber(call("HGET", K.tenant(), "retention_ms")) or 86400000
+end
+
 function L.close_session(s, now, reason, state)
-  local ttl = tonumber(call("HGET", K.tenant(), "retention_ms")) or 86400000
+  local ttl = L.retention()
   s.st = "closed"
   L.set_phase(s, state or "closed", now)
   call("HSET", K.session(s.id), "st", "closed", "q", "", "rs", reason, "cl", sfmt("%d", now))
+  call("HINCRBY", K.group_open(), s.g, -1)
   L.cancel_timers(s.id)
-  for _, key in ipairs({K.session(s.id), K.blocked(s.id), K.experts(s.id)}) do
+  for _, key in ipairs({K.session(s.id), K.blocked(s.id), K.experts(s.id), K.history(s.id)}) do
     call("PEXPIRE", key, ttl)
   end
 end
@@ -168,6 +174,8 @@ function L.transfer(s, to_group, target, force, now, ev, reason)
   if to_group then
     s.g = to_group
     call("HSET", K.session(s.id), "g", to_group)
+    call("HINCRBY", K.group_open(), from_group, -1)
+    call("HINCRBY", K.group_open(), to_group, 1)
     L.route(s, now, "transfer", ev)
   elseif force then
     L.assign(s, target, "forced", 0, now, ev)

@@ -1,47 +1,12 @@
 --[[
-  Entry points: one command (L.run) or a batch (L.batch).
+  Entry points: the gateway batch (L.gateway), one command (L.run) or a batch (L.batch).
+  Every path records each session's events in the session's history.
 ]]
--- ------------------------------------------------------------------------- entry points
 
 local function unpack_command(packed)
   local ok, c = pcall(cmsgpack.unpack, packed)
   if not ok or type(c) ~= "table" then L.fail("E_BAD_ARG", "command is not a msgpack map") end
   return c
-end
-
--- One command through its own script.
-function L.run(op, now_arg, packed)
-  local ok, res = pcall(function()
-    local now = L.check_now(now_arg)
-    local c = unpack_command(packed)
-    AGENTS, L.now = {}, now
-    return OPS[op](now, c)
-  end)
-  if not ok then return redis.error_reply(L.error_text(res)) end
-  return cmsgpack.pack(res)
-end
-
--- Many commands in order; a refused one changes nothing and does not stop the rest.
-function L.batch(now_arg, packed)
-  local ok, now = pcall(L.check_now, now_arg)
-  if not ok then return redis.error_reply(L.error_text(now)) end
-  local ok2, cmds = pcall(unpack_command, packed)
-  if not ok2 then return redis.error_reply(L.error_text(cmds)) end
-  local out = {}
-  for i = 1, #cmds do
-    local c = cmds[i]
-    local fn = type(c) == "table" and OPS[c.op] or nil
-    if type(c) ~= "table" then
-      out[i] = {error = "E_BAD_ARG command is not a map"}
-    elseif not fn then
-      out[i] = {error = "E_UNKNOWN_OP " .. tostring(c.op)}
-    else
-      AGENTS, L.now = {}, now
-      local ok3, res = pcall(fn, now, c)
-      if ok3 then out[i] = {events = res} else out[i] = {error = L.error_text(res)} end
-    end
-  end
-  return cmsgpack.pack(out)
 end
 
 -- ---------------------------------------------------------------- the gateway batch
@@ -63,7 +28,19 @@ end
 local OUT_NAMES = {released = "closed", abandoned = "closed"}
 local TICK_OPS = {"escalate_overflow", "expire_preferences", "fire_timers"}
 
-local function emit(g, e, now, cmd_id, sessions)
+-- Keep a session's history: its events in their outbound form, oldest first. The list
+-- is capped (the newest HISTORY_MAX are kept) and expires with the closed session.
+local HISTORY_MAX = 500
+
+local function record(sid, json, closing)
+  local key = K.history(sid)
+  if call("RPUSH", key, json) > HISTORY_MAX then call("LTRIM", key, -HISTORY_MAX, -1) end
+  if closing then call("PEXPIRE", key, L.retention()) end
+end
+
+-- Turn event `e` (in place) into its outbound form (docs/protocol.md), record it in its
+-- session's history, and return its JSON.
+local function outbound(e, now, cmd_id, sessions)
   e.type, e.event = OUT_NAMES[e.event] or e.event, nil
   e.ts, e.cmd = now, cmd_id
   local sid = e.session
@@ -86,9 +63,100 @@ local function emit(g, e, now, cmd_id, sessions)
     json = cjson.encode({type = "error", code = "E_INTERNAL", ts = now, cmd = cmd_id,
                          message = "event not encodable: " .. tostring(json)})
   end
+  if sid then record(sid, json, e.type == "closed") end
+  return json
+end
+
+-- Commands applied outside the gateway (L.run, L.batch) leave the same history; their
+-- events go back to the caller unchanged, so each is recorded from a copy.
+local function record_all(events, now)
+  local sessions = {}
+  for _, e in ipairs(events) do
+    if e.session then
+      local c = {}
+      for k, v in pairs(e) do c[k] = v end
+      outbound(c, now, nil, sessions)
+    end
+  end
+end
+
+-- ------------------------------------------------------------------- statistics
+--[[
+  What the daemon's metrics need from a gateway batch (dispatchd/observe.py turns it into
+  the metrics of docs/metrics.md), gathered as events are emitted and returned as `stats`:
+    n    counts by key: "cmd <outcome> <op>" (applied, duplicate, refused), "asg <group>
+         <tier> <via>", "al <kind> <group>", "tr <reason> <from group>", "pc",
+         "rea <within_capacity|over_capacity>", "err <code>", "cl <reason>" (reason last:
+         a close reason may be free text)
+    ans  first assignments, flat triples: group, wait_ms, within (1 when the wait was at
+         most the group's service-level threshold, else 0)
+    ab   sessions that left the queue never answered, flat triples: group, wait_ms, within
+    fr   first agent replies, flat pairs: group, first_response_ms
+  Extra Redis work, once per session each: HSETNX of the session's first-answer mark
+  "ans" per assignment, HEXISTS per abandonment, HGET of its group per first response.
+]]
+local function bump(st, key) st.n[key] = (st.n[key] or 0) + 1 end
+
+local function within(group, wait)
+  local gc = L.group(group)
+  return wait <= (gc and gc.slms or 20000) and 1 or 0
+end
+
+local function push3(list, a, b, c)
+  local i = #list
+  list[i + 1], list[i + 2], list[i + 3] = a, b, c
+end
+
+-- Keyed by the event's internal name (before `outbound` renames it); `e` is outbound.
+local STAT = {
+  assigned = function(st, e)
+    bump(st, "asg " .. e.group .. " " .. e.tier .. " " .. e.via)
+    if call("HSETNX", K.session(e.session), "ans", "1") == 1 then
+      push3(st.ans, e.group, e.wait_ms, within(e.group, e.wait_ms))
+    end
+  end,
+  abandoned = function(st, e)
+    bump(st, "cl " .. tostring(e.reason))
+    if call("HEXISTS", K.session(e.session), "ans") == 0 then
+      push3(st.ab, e.group, e.wait_ms, within(e.group, e.wait_ms))
+    end
+  end,
+  released = function(st, e) bump(st, "cl " .. tostring(e.reason)) end,
+  state_changed = function(st, e)
+    if e.first_response_ms then
+      local n = #st.fr
+      st.fr[n + 1] = call("HGET", K.session(e.session), "g") or ""
+      st.fr[n + 2] = e.first_response_ms
+    end
+  end,
+  alert = function(st, e) bump(st, "al " .. e.kind .. " " .. e.group) end,
+  transferred = function(st, e)
+    bump(st, "tr " .. (e.reason or "request") .. " " .. e.from_group)
+  end,
+  preclosed = function(st) bump(st, "pc") end,
+  reactivated = function(st, e)
+    bump(st, e.over_capacity and "rea over_capacity" or "rea within_capacity")
+  end,
+  error = function(st, e) bump(st, "err " .. e.code) end,
+}
+
+-- The stats without their empty parts (an empty Lua table packs as an array).
+local function packed_stats(st)
+  if not next(st.n) then st.n = nil end
+  for _, k in ipairs({"ans", "ab", "fr"}) do
+    if #st[k] == 0 then st[k] = nil end
+  end
+  return next(st) and st or nil
+end
+
+local function emit(g, e, now, cmd_id, sessions)
+  local kind = e.event
+  local json = outbound(e, now, cmd_id, sessions)
   call("XADD", K.outbound(), "MAXLEN", "~", g.out_maxlen, "*", "json", json)
   g.events = g.events + 1
   g.types[e.type] = (g.types[e.type] or 0) + 1
+  local stat = STAT[kind]
+  if stat then stat(g.st, e) end
 end
 
 local function refuse(g, c, text, now)
@@ -147,9 +215,9 @@ local function flush(g)
 end
 
 local function apply_one(g, c, now)
-  local applied = false
+  local applied, outcome = false, "refused"
   if c._id and (g.seen[c._id] or call("ZSCORE", K.applied(), c._id)) then
-    g.duplicates = g.duplicates + 1
+    g.duplicates, outcome = g.duplicates + 1, "duplicate"
   elseif c.op == "reject" then
     refuse(g, c, tostring(c.error), now)
   elseif not OPS[c.op] then
@@ -160,11 +228,12 @@ local function apply_one(g, c, now)
     if ok then
       local sessions = {}
       for _, e in ipairs(res) do emit(g, e, now, c._id, sessions) end
-      g.applied, applied = g.applied + 1, true
+      g.applied, applied, outcome = g.applied + 1, true, "applied"
     else
       refuse(g, c, L.error_text(res), now)
     end
   end
+  bump(g.st, "cmd " .. outcome .. " " .. tostring(c.op))
   done(g, c, now, applied)
 end
 
@@ -176,6 +245,7 @@ function L.gateway(now_arg, packed)
   call("SET", K.lease(), g.lease, "PX", g.lease_ms)
   g.applied, g.duplicates, g.failed, g.events, g.types = 0, 0, 0, 0, {}
   g.seen, g.ids, g.entries = {}, {}, {}
+  g.st = {n = {}, ans = {}, ab = {}, fr = {}}
   call("ZREMRANGEBYSCORE", K.applied(), "-inf", sfmt("(%d", now - g.dedupe_ms))
   for _, c in ipairs(g.cmds or {}) do apply_one(g, c, now) end
   flush(g)
@@ -188,6 +258,53 @@ function L.gateway(now_arg, packed)
   end
   return cmsgpack.pack({
     held = true, applied = g.applied, duplicates = g.duplicates, failed = g.failed,
-    events = g.events, types = next(g.types) and g.types or nil,
+    events = g.events, types = next(g.types) and g.types or nil, stats = packed_stats(g.st),
   })
 end
+
+-- ------------------------------------------------------------------ engine entry points
+
+-- One command through its own script.
+function L.run(op, now_arg, packed)
+  local ok, res = pcall(function()
+    local now = L.check_now(now_arg)
+    local c = unpack_command(packed)
+    AGENTS, L.now = {}, now
+    local events = OPS[op](now, c)
+    record_all(events, now)
+    return events
+  end)
+  if not ok then return redis.error_reply(L.error_text(res)) end
+  return cmsgpack.pack(res)
+end
+
+-- Many commands in order; a refused one changes nothing and does not stop the rest.
+function L.batch(now_arg, packed)
+  local ok, now = pcall(L.check_now, now_arg)
+  if not ok then return redis.error_reply(L.error_text(now)) end
+  local ok2, cmds = pcall(unpack_command, packed)
+  if not ok2 then return redis.error_reply(L.error_text(cmds)) end
+  local out = {}
+  for i = 1, #cmds do
+    local c = cmds[i]
+    local fn = type(c) == "table" and OPS[c.op] or nil
+    if type(c) ~= "table" then
+      out[i] = {error = "E_BAD_ARG command is not a map"}
+    elseif not fn then
+      out[i] = {error = "E_UNKNOWN_OP " .. tostring(c.op)}
+    else
+      AGENTS, L.now = {}, now
+      local ok3, res = pcall(fn, now, c)
+      if ok3 then
+        record_all(res, now)
+        out[i] = {events = res}
+      else
+        out[i] = {error = L.error_text(res)}
+      end
+    end
+  end
+  return cmsgpack.pack(out)
+end
+
+-- For the admin entry point (lua/admin/admin.lua): events in their outbound form.
+L.outbound = outbound

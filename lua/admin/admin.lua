@@ -1,0 +1,128 @@
+--[[
+  One audited configuration change or supervisor action of the admin API (admin/), all
+  in this one atomic call; only the admin_change script includes this file.
+  - expect: "present" / "absent": the resource's first snapshot key (or field) must
+    exist / must not exist, else E_NOT_FOUND / E_EXISTS;
+  - version: when given, the resource's current version must equal it, else
+    "E_VERSION <current>" (versions count the resource's audited changes; sessions
+    have none: their version stays 0);
+  - state: when given, the session `id` must be in that state, else
+    "E_SESSION_STATE <state>";
+  - cmd: a routing command applied through its transition; when it is refused,
+    nothing at all is written;
+  - writes: admin-only fields, {"hset", key, key_arg, field, value} (a map value is
+    stored msgpack-packed) or {"hdel", key, key_arg, field} (key: a name of
+    dispatchd/keys.py, key_arg its argument or "");
+  - the resource's snapshot before and after (snap: {key, key_arg, field} each: one
+    field, or the whole hash when field is ""), who, the action and the command go to
+    {t}:audit;
+  - the command's events go to {t}:out, as a gateway command's would (docs/protocol.md).
+  KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
+  ARGV[1] now_ms       int    caller's clock
+  ARGV[2] change       msgpack map {actor, role, action, resource, id, expect?, version?,
+                       state?, cmd?, writes=[], snap=[], out_maxlen, audit_maxlen}
+  Returns: msgpack {events = [...], version = n, audit = "<audit stream id>"}
+  Errors:  "E_NOT_FOUND <resource> <id>", "E_EXISTS <resource> <id>",
+           "E_VERSION <current>", "E_SESSION_STATE <state>", "E_BAD_ARG <field>", and
+           those of cmd's transition
+]]
+local function key_of(name, arg)
+  local fn = K[name]
+  if not fn or type(arg) ~= "string" then L.fail("E_BAD_ARG", "key " .. tostring(name)) end
+  return fn(arg) -- a key without arguments ignores it
+end
+
+-- Stored values that are msgpack blobs: unpacked in snapshots, so the audit log holds
+-- text and numbers only.
+local BLOBS = {tiers = true, timers = true, meta = true, rules = true}
+
+local function value(v, blob)
+  if v and blob then return cmsgpack.unpack(v) end
+  return v
+end
+
+-- The resource as stored: per snap spec, a field's value or a hash's field map (false
+-- when absent).
+local function snapshot(snap)
+  local out = {}
+  for i, spec in ipairs(snap) do
+    local key = key_of(spec[1], spec[2])
+    if spec[3] ~= "" then
+      out[i] = value(call("HGET", key, spec[3]), BLOBS[spec[3]] or spec[1] == "teams")
+    else
+      local flat, map = call("HGETALL", key), {}
+      for j = 1, #flat, 2 do map[flat[j]] = value(flat[j + 1], BLOBS[flat[j]]) end
+      out[i] = #flat > 0 and map or false
+    end
+  end
+  return out
+end
+
+local function check_expect(c)
+  if not c.expect then return end
+  local first = c.snap[1]
+  local exists
+  if first[3] ~= "" then
+    exists = call("HEXISTS", key_of(first[1], first[2]), first[3]) == 1
+  else
+    exists = call("EXISTS", key_of(first[1], first[2])) == 1
+  end
+  if c.expect == "present" and not exists then L.fail("E_NOT_FOUND", c.resource .. " " .. c.id) end
+  if c.expect == "absent" and exists then L.fail("E_EXISTS", c.resource .. " " .. c.id) end
+end
+
+local function publish(events, now, maxlen)
+  local sessions = {}
+  for _, e in ipairs(events) do
+    local copy = {}
+    for k, v in pairs(e) do copy[k] = v end
+    call("XADD", K.outbound(), "MAXLEN", "~", maxlen, "*", "json",
+      L.outbound(copy, now, nil, sessions))
+  end
+end
+
+function L.admin(now_arg, packed)
+  local ok, res = pcall(function()
+    local now = L.check_now(now_arg)
+    local c = cmsgpack.unpack(packed)
+    for _, w in ipairs(c.writes) do key_of(w[2], w[3]) end
+    check_expect(c)
+    if c.state then -- an action on a session in one state only (assign: queued)
+      local st = call("HGET", K.session(c.id), "st")
+      if st ~= c.state then L.fail("E_SESSION_STATE", tostring(st or "unknown")) end
+    end
+    local vfield = c.resource .. ":" .. c.id
+    local version = tonumber(call("HGET", K.versions(), vfield)) or 0
+    if c.version and c.version ~= version then L.fail("E_VERSION", version) end
+    local before = snapshot(c.snap)
+    local events = {}
+    if c.cmd then
+      local fn = OPS[c.cmd.op]
+      if not fn then L.fail("E_BAD_ARG", "op " .. tostring(c.cmd.op)) end
+      AGENTS, L.now = {}, now
+      events = fn(now, c.cmd)
+    end
+    for _, w in ipairs(c.writes) do
+      local key = key_of(w[2], w[3])
+      if w[1] == "hdel" then
+        call("HDEL", key, w[4])
+      elseif type(w[5]) == "table" then
+        call("HSET", key, w[4], cmsgpack.pack(w[5]))
+      else
+        call("HSET", key, w[4], w[5])
+      end
+    end
+    if c.resource ~= "session" then -- sessions come and go: no version kept for them
+      version = call("HINCRBY", K.versions(), vfield, 1)
+    end
+    local audit = call("XADD", K.audit(), "MAXLEN", "~", c.audit_maxlen, "*",
+      "ts", sfmt("%d", now), "actor", c.actor, "role", c.role, "action", c.action,
+      "resource", c.resource, "id", c.id, "version", version,
+      "cmd", cmsgpack.pack(c.cmd or {}), "before", cmsgpack.pack(before),
+      "after", cmsgpack.pack(snapshot(c.snap)), "events", #events)
+    publish(events, now, c.out_maxlen)
+    return {events = events, version = version, audit = audit}
+  end)
+  if not ok then return redis.error_reply(L.error_text(res)) end
+  return cmsgpack.pack(res)
+end
