@@ -12,6 +12,7 @@ from typing import Any
 from dispatchd import daemon, demo
 from dispatchd.keys import ID_RE
 from dispatchd.settings import CONFIG_VAR, Settings, SettingsError, defaults, env_var, field_docs
+from dispatchd.simulate import command as simulate_command
 
 DESCRIPTION = (
     "Redis-centric dispatch daemon for customer service: routes waiting customers to "
@@ -23,9 +24,13 @@ RUN_DESCRIPTION = (
     "Start the daemon. Without DISPATCHD_REDIS_URL it starts its own Valkey on loopback "
     "with data in DISPATCHD_DATA_DIR; with it, it connects to that server. It checks the "
     "server version (Redis >= 7.0 or Valkey >= 7.2), loads every routing script onto the "
-    'server (a broken script stops it here), logs "ready", then waits for SIGTERM or '
-    "SIGINT and stops cleanly, stopping the embedded Valkey too. This build does not yet "
-    "consume gateway streams or serve the admin API."
+    'server (a broken script stops it here), logs "ready", then consumes the gateway '
+    "streams of its tenants (docs/protocol.md) and serves the admin HTTP API on "
+    "DISPATCHD_ADMIN_HOST:DISPATCHD_ADMIN_PORT (docs/admin.md; OpenAPI at "
+    "/schema/openapi.json). On the first start against a server without admin tokens it "
+    "prints a bootstrap admin token once on stdout (\"bootstrap admin token: dsp_...\") "
+    "unless DISPATCHD_ADMIN_BOOTSTRAP_TOKEN sets it. SIGTERM or SIGINT stops it cleanly, "
+    "stopping the embedded Valkey too."
 )
 
 DEMO_DESCRIPTION = (
@@ -122,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_demo_parser(commands)
+    _add_bench_parser(commands)
+    simulate_command.add_parser(commands)
     commands.add_parser(
         "version",
         help="print the version and exit",
@@ -206,6 +213,118 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
+BENCH_DESCRIPTION = (
+    "Measure dispatchd on this machine and print the figures. Starts its own Valkey "
+    "(append-only file off) in a temporary directory, or uses --redis-url; starts the real "
+    "daemon (python -m dispatchd run) as a child process; drives it through the gateway "
+    "streams with an open-loop load generator that timestamps every command, and simulated "
+    "agents that reply (agent_message) 0.1-0.3 handle times after each assignment and "
+    "close the session (close_session) after 0.5-1.5 handle times (a handle time is 1 s, "
+    "0.3 s with --quick). Needs a source checkout (the bench/ directory next to the "
+    "dispatchd package).",
+    "Rates are gateway commands per second unless said otherwise; each customer makes 3 "
+    "commands (arrive, agent_message, close_session), so customers/s = commands/s / 3, the "
+    "unit BullMQ is compared in. CPU per command comes from the server's INFO "
+    "used_cpu_sys + used_cpu_user and the daemon's /proc/<pid>/stat.",
+    "Output: progress on stderr; result lines on stdout, then one line 'RESULT key=value "
+    "...' for scripts (values have no spaces). A full run takes about half an hour; "
+    "--quick under a minute once BullMQ is installed. On an external server the bench "
+    "uses the tenants dispatchd-bench and dispatchd-bench-cal and the BullMQ prefix "
+    "dispatchd-bench, deletes their keys before and after and never flushes the server; "
+    "durability switches appendonly with CONFIG SET and restores it.",
+)
+
+BENCH_SCENARIO_HELP = {
+    "ceiling": "the server's own ceiling: a trivial EVALSHA and a script making as many "
+    "Redis calls as one assignment on the gateway path (counted with INFO commandstats), "
+    "each pipelined 100 per round trip.",
+    "throughput": "5,000 agents (500 with --quick) in 50 skill groups of Zipf "
+    "popularity; the command rate rises step by step until p99 command->event latency "
+    "exceeds 250 ms, the inbound backlog grows, or the generator cannot send the rate (a "
+    "failed step is tried once more); reports the max sustained rate.",
+    "latency": "p50/p99/p99.9 arrival->assignment latency at 1k, 5k and 20k commands/s; a "
+    "rate that is not sustained is reported as such, with the rate achieved and the "
+    "backlog.",
+    "scale": "1k, 10k, 100k and 1M customers queued (1k and 10k with --quick), preloaded "
+    "through Engine.apply_batch while the daemon is paused: the daemon's throughput on a "
+    "fixed workload, the largest/smallest ratio, Redis bytes per queued customer and the "
+    "preload rate.",
+    "durability": "the scale sizes again with the append-only file on (appendfsync "
+    "everysec), against off.",
+    "bullmq": "BullMQ (npm bullmq, installed on first use into ~/.cache/dispatchd-bench) "
+    "on the same server and arrival stream, ramped the same way: skill groups as queues "
+    "with priorities, agents as workers with concurrency = capacity; then pooled (one "
+    "worker per queue). bullmq=unavailable, with the reason, when node or npm is missing "
+    "or the install fails.",
+}
+
+BENCH_EXIT_STATUS = (
+    "exit status: 0 the bench ran (also when a rate is not sustained or BullMQ is "
+    "unavailable), 1 a server or the daemon could not be started, or bench/ is not "
+    "importable, 2 bad command line, 130 interrupted"
+)
+
+
+BENCH_SCENARIOS = tuple(BENCH_SCENARIO_HELP)
+
+
+def _bench_description() -> str:
+    intro, *rest = BENCH_DESCRIPTION
+    scenarios = ["scenarios (--scenarios; all by default, run in this order):"]
+    for name, text in BENCH_SCENARIO_HELP.items():
+        scenarios.append(textwrap.fill(text, width=88, initial_indent=f"  {name:<12}",
+                                       subsequent_indent=" " * 14))
+    return "\n\n".join([_wrap(intro), "\n".join(scenarios), *map(_wrap, rest)])
+
+
+def _scenario_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in BENCH_SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"not a list of {', '.join(BENCH_SCENARIOS)}: {text!r}")
+    return names
+
+
+def _add_bench_parser(commands: Any) -> None:
+    bench_parser = commands.add_parser(
+        "bench",
+        help="benchmark the daemon against the server's ceiling and BullMQ",
+        description=_bench_description(),
+        epilog=_wrap(BENCH_EXIT_STATUS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    arg = bench_parser.add_argument
+    arg("--quick", action="store_true",
+        help="500 agents, 0.3 s handle time, 1.5 s steps, scale 1k and 10k, failed "
+        "steps not retried: under a minute")
+    arg("--scenarios", type=_scenario_list, default=BENCH_SCENARIOS, metavar="LIST",
+        help="comma-separated subset of " + ",".join(BENCH_SCENARIOS) + " (default: all)")
+    arg("--redis-url", metavar="URL",
+        help="benchmark this Redis (>= 7.0) or Valkey (>= 7.2) instead of an embedded "
+        "Valkey (DISPATCHD_REDIS_URL is not used here)")
+    arg("--node", default="node", metavar="PATH",
+        help="Node.js binary for the BullMQ peer; npm is taken from the same directory "
+        "(default: node on PATH)")
+    arg("--seed", type=int, default=1,
+        help="seed of the arrival stream, agents' skills and handle times (default: 1)")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        from bench.run import BenchOptions
+        from bench.run import main as bench_main
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("bench", "bench.run"):
+            raise
+        print("dispatchd: 'dispatchd bench' needs a source checkout of dispatchd: the "
+              f"bench/ directory is not importable ({exc}). Run it from the repository "
+              "(.venv/bin/dispatchd bench after ./dev test).", file=sys.stderr)
+        return daemon.EXIT_FAILURE
+    return bench_main(BenchOptions(quick=args.quick, scenarios=args.scenarios,
+                                   redis_url=args.redis_url, node=args.node, seed=args.seed))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dispatchd`` console script and ``python -m dispatchd``."""
     args = build_parser().parse_args(argv)
@@ -214,6 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return daemon.EXIT_OK
     if args.command == "demo":
         return _demo(args)
+    if args.command == "bench":
+        return _bench(args)
+    if args.command == "simulate":
+        return simulate_command.main(args)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

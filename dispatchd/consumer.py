@@ -29,7 +29,7 @@ from typing import Any, cast
 import msgspec
 from redis.exceptions import RedisError, ResponseError
 
-from dispatchd import keys, protocol, scripts
+from dispatchd import keys, observe, protocol, scripts
 from dispatchd.engine import Engine
 
 log = logging.getLogger("dispatchd.consumer")
@@ -58,6 +58,7 @@ class BatchResult(msgspec.Struct, frozen=True):
     failed: int = 0
     events: int = 0
     types: dict[str, int] = {}
+    stats: observe.BatchStats | None = None
 
 
 _result = msgspec.msgpack.Decoder(BatchResult)
@@ -266,8 +267,9 @@ class GatewayConsumer:
         await self._gateway(keys=[keys.root(t.name)], args=[self.clock(), packed], client=pipe)
 
     async def _apply(self, reads: dict[str, list[tuple[bytes, dict[bytes, bytes]]]]) -> None:
+        observe.record_step()
         now_mono, now = time.monotonic(), self.clock()
-        calls: list[tuple[_Tenant, int]] = []
+        calls: list[tuple[_Tenant, list[bytes]]] = []
         pipe = self.redis.pipeline(transaction=False)
         for t in self.tenants.values():
             entries = reads.get(t.name, [])
@@ -276,11 +278,15 @@ class GatewayConsumer:
                 continue
             cmds = [self._translate(t.name, eid, fields) for eid, fields in entries]
             await self._call(pipe, t, cmds, lease_ms=self.opts.lease_ms, tick=tick)
-            calls.append((t, len(cmds)))
+            calls.append((t, [eid for eid, _ in entries]))
         if not calls:
             return
+        started = time.perf_counter()
         results = await pipe.execute(raise_on_error=False)
-        for (t, n), raw in zip(calls, results, strict=True):
+        observe.record_call(time.perf_counter() - started)
+        done_s = time.time()
+        for (t, entry_ids), raw in zip(calls, results, strict=True):
+            n = len(entry_ids)
             if isinstance(raw, Exception):
                 log.error("batch failed", extra={"fields": {"tenant": t.name, "error": str(raw)}})
                 t.held = False  # re-take the lease and reclaim the entries
@@ -288,7 +294,9 @@ class GatewayConsumer:
             result = _result.decode(raw)
             was_held = t.held
             t.held = result.held
+            observe.record_lease(t.name, result.held)
             if result.held:
+                observe.record_batch(t.name, result.stats, result.types, entry_ids, done_s)
                 t.renewed_at = now_mono
                 t.renew_at = now_mono + self.opts.lease_ms / 3000
                 t.last_tick = now

@@ -5,7 +5,8 @@ connect, check the server version, ``SCRIPT LOAD`` every routing script (a broke
 stops the daemon here), then log ``ready``. The daemon's loops then run in one
 ``asyncio.TaskGroup`` until a signal sets the stop event; they get ``shutdown_grace_s``
 to drain before they are cancelled. The loop is the gateway stream consumer
-(:mod:`dispatchd.consumer`), which also fires the timers; the admin API comes later.
+(:mod:`dispatchd.consumer`), which also fires the timers, and the admin API server
+(:mod:`admin.server`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import RedisError
 
+from dispatchd import observe, ops
 from dispatchd.consumer import ConsumerOptions, GatewayConsumer
 from dispatchd.embedded import EmbeddedValkey, check_server
 from dispatchd.engine import Engine
@@ -185,7 +187,7 @@ class _Startup:
         _log(logging.INFO, "scripts loaded", scripts=len(shas), shas=shas)
         _log(
             logging.INFO,
-            "ready: routing core loaded; consuming gateway streams (admin API not built yet)",
+            "ready: routing core loaded; consuming gateway streams",
             url=redact(url),
         )
         return engine
@@ -223,8 +225,17 @@ def consumer_options(settings: Settings) -> ConsumerOptions:
 
 
 def default_loops(settings: Settings) -> list[LoopFactory]:
-    """The daemon's loops: the gateway stream consumer (with its timer ticks)."""
-    return [lambda engine: GatewayConsumer(engine, consumer_options(settings)).run]
+    """The daemon's loops: the gateway stream consumer (with its timer ticks) and, unless
+    disabled, the admin API server."""
+    loops: list[LoopFactory] = [
+        lambda engine: GatewayConsumer(engine, consumer_options(settings)).run
+    ]
+    loops.extend(ops.loops(settings))  # the ops listener (/metrics, /healthz, /readyz), sampler
+    if settings.admin_enabled:
+        from admin.server import admin_loop  # Litestar and granian load only when served
+
+        loops.append(admin_loop(settings, on_events=observe.observe_events))  # type: ignore[arg-type]
+    return loops
 
 
 async def serve(settings: Settings, loops: Sequence[LoopFactory] | None = None) -> int:

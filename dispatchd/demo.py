@@ -16,10 +16,8 @@ import itertools
 import random
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -31,7 +29,7 @@ from dispatchd import keys
 from dispatchd.client import GatewayClient
 from dispatchd.consumer import ConsumerOptions, GatewayConsumer, wall_clock_ms
 from dispatchd.daemon import redact
-from dispatchd.embedded import EmbeddedValkey, check_server
+from dispatchd.embedded import check_server, throwaway
 from dispatchd.engine import Engine
 from dispatchd.errors import DispatchError
 from dispatchd.messages import Tier
@@ -359,17 +357,6 @@ class Demo:
 # -------------------------------------------------------------------------- running it
 
 
-@contextlib.asynccontextmanager
-async def _embedded() -> AsyncIterator[str]:
-    with tempfile.TemporaryDirectory(prefix="dispatchd-demo-") as data_dir:
-        server = EmbeddedValkey(data_dir, append_only=False)
-        await asyncio.to_thread(server.start)
-        try:
-            yield server.url
-        finally:
-            await asyncio.to_thread(server.stop)
-
-
 async def _clear_tenant(redis: aioredis.Redis, tenant: str) -> None:
     """Start from an empty tenant: an earlier demo's data is deleted, anything else refused."""
     if await redis.exists(keys.key("lease", tenant)):
@@ -422,7 +409,7 @@ async def _main(opts: DemoOptions) -> int:
         async with contextlib.AsyncExitStack() as stack:
             url = opts.redis_url
             if url is None:
-                url = await stack.enter_async_context(_embedded())
+                url = await stack.enter_async_context(throwaway("dispatchd-demo-"))
             redis = aioredis.Redis.from_url(url, decode_responses=False)
             stack.push_async_callback(redis.aclose)
             await check_server(redis)

@@ -9,13 +9,15 @@ because SIGTERM makes Valkey flush and fsync the file before it exits).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 import re
 import signal
 import socket
-from collections.abc import Iterator, Mapping
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -302,3 +304,16 @@ class EmbeddedValkey:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.asynccontextmanager
+async def throwaway(prefix: str) -> AsyncIterator[str]:
+    """An embedded Valkey in a temporary directory, without an append-only file, for one
+    run (demo, simulation); yields its URL, then stops it and deletes the directory."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as data_dir:
+        server = EmbeddedValkey(data_dir, append_only=False)
+        await asyncio.to_thread(server.start)
+        try:
+            yield server.url
+        finally:
+            await asyncio.to_thread(server.stop)

@@ -64,10 +64,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Loopback TCP port of the embedded Valkey; 0 picks a free one."""
 
     admin_host: str = "127.0.0.1"
-    """Address the admin HTTP API will listen on (the API is not served by this build)."""
+    """Address the admin HTTP API listens on (0.0.0.0: every interface)."""
 
     admin_port: Port = 8080
-    """TCP port the admin HTTP API will listen on (the API is not served by this build)."""
+    """TCP port the admin HTTP API listens on; 0 picks a free one (logged)."""
+
+    admin_enabled: bool = True
+    """Serve the admin HTTP API from ``dispatchd run``."""
+
+    admin_bootstrap_token: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+    """The first admin token (at least 16 characters), used only when the server holds
+    no token yet (e.g. set by a deployment). Unset: a random one is made and printed
+    once on stdout."""
 
     log_level: str = "INFO"
     """Lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
@@ -102,6 +110,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     events_maxlen: Annotated[int, msgspec.Meta(ge=1000)] = 1_000_000
     """Approximate length the outbound event stream of a tenant is trimmed to."""
+
+    metrics_host: str = "127.0.0.1"
+    """Address of the ops listener: /metrics (Prometheus), /healthz (liveness) and /readyz
+    (readiness), served without authentication; 0.0.0.0 to let Prometheus reach it from
+    another host or container."""
+
+    metrics_port: Port = 9464
+    """TCP port of the ops listener (/metrics, /healthz, /readyz)."""
+
+    metrics_sample_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 5.0
+    """How often the metrics sampler reads queue depths and waits, agents and stream lag
+    from Redis (a scrape never reads Redis)."""
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and self.redis_url.partition("://")[0] not in URL_SCHEMES:

@@ -8,6 +8,8 @@ Fixture names are a contract the test modules rely on:
 * ``redis_client`` (session, async): ``redis.asyncio.Redis`` with ``decode_responses=False``.
 * ``engine`` (session, async): an :class:`~dispatchd.engine.Engine` with its scripts loaded.
 * ``tenant`` (per test): a fresh tenant id, so tests never see each other's keys.
+* ``api`` (session), ``atenant``: the admin API served over real HTTP, and a fresh tenant
+  made through it (``tests/admin_helpers.py``).
 
 Hypothesis profiles: ``dev`` (default) and ``ci``, chosen by ``HYPOTHESIS_PROFILE``.
 """
@@ -26,6 +28,7 @@ from hypothesis import HealthCheck, settings
 
 from dispatchd.embedded import EmbeddedValkey
 from dispatchd.engine import Engine
+from tests.admin_helpers import api, atenant  # noqa: F401  (fixtures of the admin tests)
 
 settings.register_profile(
     "ci",

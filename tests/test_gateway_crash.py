@@ -121,7 +121,8 @@ async def spawn(redis_url, redis_client, tenant) -> AsyncIterator[Callable[[], D
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHD_")}
     env |= {"DISPATCHD_REDIS_URL": redis_url, "DISPATCHD_TENANTS": tenant,
             "DISPATCHD_LEASE_MS": "500", "DISPATCHD_BATCH_SIZE": "50",
-            "DISPATCHD_BLOCK_MS": "5", "DISPATCHD_LOG_LEVEL": "INFO"}
+            "DISPATCHD_BLOCK_MS": "5", "DISPATCHD_LOG_LEVEL": "INFO",
+            "DISPATCHD_METRICS_PORT": "0"}  # two daemons at once: each its own ops port
 
     def start() -> Daemon:
         d = Daemon(env)

@@ -1,0 +1,148 @@
+"""The Litestar application of the admin API (docs/admin.md).
+
+Every route, the OpenAPI document included, needs ``Authorization: Bearer <token>``
+(:mod:`admin.auth`); each route names the least role it needs. The OpenAPI 3.1 document
+is at ``/schema/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import version as package_version
+from typing import Any
+
+import msgspec
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Schema,
+    SecurityScheme,
+)
+
+from admin import schemas
+from admin.auth import BearerAuth, role_guard
+from admin.routes_access import AuditController, TokenController
+from admin.routes_agents import AgentController, RuleController
+from admin.routes_config import GroupController, TeamController, TenantController
+from admin.routes_live import LiveController
+from admin.service import Admin, rejected_handler
+from dispatchd.errors import CommandRejected
+
+CONTROLLERS = [TenantController, GroupController, TeamController, AgentController,
+               RuleController, LiveController, TokenController, AuditController]
+
+
+def _structs() -> list[type[msgspec.Struct]]:
+    """Every request and response body type of :mod:`admin.schemas`."""
+    found: list[type[msgspec.Struct]] = []
+    todo: list[type[msgspec.Struct]] = [schemas._In, schemas._Out]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            found.append(sub)
+            todo.append(sub)
+    return found
+
+
+ERRORS = {
+    "400": "Malformed request: a field or parameter is invalid (named in `extra`)",
+    "401": "Missing, unknown or revoked bearer token",
+    "403": "The token's role or tenants do not allow this route",
+    "404": "The tenant or a resource in the path does not exist",
+    "409": "Conflict: exists already, or still in use / busy (the detail says why)",
+    "412": "If-Match names a version the resource no longer has",
+    "422": "Well-formed but refused: e.g. an unknown group, agent or team in the body",
+}
+
+
+def _error_schema() -> Schema:
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        required=["status_code", "detail"],
+        properties={
+            "status_code": Schema(type=OpenAPIType.INTEGER),
+            "detail": Schema(type=OpenAPIType.STRING),
+            "code": Schema(type=OpenAPIType.STRING, description="the router's error code"),
+            "extra": Schema(),
+        },
+    )
+
+
+def finish_openapi(app: Litestar) -> None:
+    """Say in the OpenAPI document what the app enforces: request bodies allow no unknown
+    fields (``additionalProperties: false``), and every operation may answer with the
+    error statuses of :data:`ERRORS`."""
+    schema = app.openapi_schema
+    # msgspec's own JSON Schema of our Structs is exact (Litestar's drops constraints of
+    # nested items, e.g. the id pattern of a list of group ids), and it says
+    # additionalProperties: false for request bodies, which forbid unknown fields.
+    components = schema.components.schemas or {}
+    ours = [cls for cls in _structs() if cls.__name__ in components]
+    _, exact = msgspec.json.schema_components(ours, ref_template="#/components/schemas/{name}")
+    for name, component in exact.items():
+        components[name] = component  # a plain dict serialises as it is
+    for item in (schema.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            op = getattr(item, method, None)
+            if op is None:
+                continue
+            op.responses = op.responses or {}
+            for status, text in ERRORS.items():
+                if status not in op.responses:
+                    op.responses[status] = OpenAPIResponse(
+                        description=text,
+                        content={"application/json": OpenAPIMediaType(schema=_error_schema())},
+                    )
+
+
+log = logging.getLogger("dispatchd.admin")
+
+
+async def _log_unexpected(exc: Exception, scope: Any) -> None:
+    """A 500 is a bug: log it with its traceback (4xx are the client's business)."""
+    if not isinstance(exc, HTTPException | CommandRejected):
+        log.error("admin request failed", exc_info=exc, extra={"fields": {
+            "method": scope.get("method"), "path": scope.get("path")}})
+
+
+def create_app(admin: Admin) -> Litestar:
+    """The admin API over ``admin`` (engine, clock, token store)."""
+    app = Litestar(
+        route_handlers=CONTROLLERS,
+        dependencies={"admin": Provide(lambda: admin, use_cache=True, sync_to_thread=False)},
+        middleware=[DefineMiddleware(BearerAuth)],
+        guards=[role_guard],
+        exception_handlers={CommandRejected: rejected_handler},
+        openapi_config=OpenAPIConfig(
+            title="dispatchd admin API",
+            version=package_version("dispatchd"),
+            description="Configuration, live views and supervisor actions. Every route needs "
+            "`Authorization: Bearer <token>`; roles: viewer < supervisor < admin.",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+            components=Components(security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer",
+                                         description="a dispatchd admin token (dsp_...)")}),
+            security=[{"bearer": []}],
+        ),
+        state=_state(admin),
+        after_exception=[_log_unexpected],
+        debug=False,
+        logging_config=None,  # the daemon's logging (JSON lines) stays as it is
+    )
+    finish_openapi(app)
+    return app
+
+
+def _state(admin: Admin) -> Any:
+    from litestar.datastructures import State
+
+    return State({"tokens": admin.tokens, "admin": admin})

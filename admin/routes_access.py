@@ -1,0 +1,114 @@
+"""Tokens and the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, delete, get, post
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
+
+from admin import schemas as s
+from admin import views
+from admin.auth import Principal
+from admin.service import Admin
+from dispatchd import keys
+
+GLOBAL_ADMIN = {"role": "admin", "all_tenants": True}
+MAX_SCAN = 10_000
+
+
+def _token_out(p: Principal) -> s.TokenOut:
+    return s.TokenOut(id=p.id, name=p.name, role=p.role,  # type: ignore[arg-type]
+                      tenants=p.tenants, created_ms=p.created_ms, created_by=p.created_by)
+
+
+class TokenController(Controller):
+    path = "/v1/tokens"
+    tags = ["access"]
+
+    @get("/", summary="List tokens (never their secrets)", opt=GLOBAL_ADMIN)
+    async def list_tokens(self, admin: Admin) -> list[s.TokenOut]:
+        return [_token_out(p) for p in await admin.tokens.list()]
+
+    @post("/", summary="Create a token", opt=GLOBAL_ADMIN)
+    async def create_token(self, admin: Admin, request: Request[Any, Any, Any],
+                           data: s.TokenIn) -> s.TokenCreated:
+        """The secret is in this response only; the server keeps its SHA-256."""
+        made = await admin.tokens.create(
+            name=data.name, role=data.role, tenants=data.tenants, by=request.user.actor,
+            now_ms=admin.clock())
+        assert made is not None
+        secret, rec = made
+        out = _token_out(rec)
+        return s.TokenCreated(token=secret, **{f: getattr(out, f) for f in out.__struct_fields__})
+
+    @delete("/{token_id:str}", summary="Revoke a token", opt=GLOBAL_ADMIN)
+    async def revoke_token(self, admin: Admin, request: Request[Any, Any, Any],
+                           token_id: str) -> None:
+        if await admin.tokens.revoke(token_id, by=request.user.actor, now_ms=admin.clock()) is None:
+            raise NotFoundException(f"token {token_id} not found")
+
+
+async def _audit_page(admin: Admin, stream: str, before: str | None, limit: int,
+                      match: dict[str, str | None]) -> s.AuditPage:
+    """Newest first; ``match`` filters on entry fields (None: any). ``next`` is null only
+    when no older entry matches. A page a filter has not filled after MAX_SCAN entries
+    ends early (maybe empty) with ``next`` where the scan stopped."""
+    wanted = {k: v for k, v in match.items() if v is not None}
+    items: list[s.AuditEntry] = []
+    start = "+"
+    if before is not None:
+        ms, seq = (int(n) for n in before.split("-"))
+        if ms == seq == 0:  # nothing is older (and "(0-0" is refused too)
+            return s.AuditPage(items=[], next=None)
+        # beyond the largest entry id every entry is older (XREVRANGE refuses such ids)
+        start = f"({ms}-{seq}" if ms < 2**64 and seq < 2**64 else "+"
+    scanned, cursor = 0, None
+    while len(items) <= limit:  # one more than the page: is there an older one?
+        if scanned >= MAX_SCAN:
+            return s.AuditPage(items=items, next=cursor)
+        rows = await admin.redis.xrevrange(stream, max=start, min="-", count=200)
+        if not rows:
+            break
+        scanned += len(rows)
+        for entry_id, fields in rows:
+            entry = views.audit_entry(entry_id, fields)
+            if all(getattr(entry, k) == v for k, v in wanted.items()):
+                items.append(entry)
+                if len(items) > limit:
+                    break
+        cursor = rows[-1][0].decode()
+        start = "(" + cursor
+    if len(items) > limit:
+        return s.AuditPage(items=items[:limit], next=items[limit - 1].id)
+    return s.AuditPage(items=items, next=None)
+
+
+Before = Annotated[str | None, Parameter(pattern=r"^\d+-\d+$",
+                                         description="the previous page's `next`")]
+Limit = Annotated[int, Parameter(ge=1, le=1000)]
+
+
+class AuditController(Controller):
+    tags = ["access"]
+
+    @get("/v1/tenants/{tenant:str}/audit", summary="The tenant's audit log, newest first",
+         opt={"role": "supervisor"})
+    async def tenant_audit(
+        self, admin: Admin, tenant: str, limit: Limit = 100, before: Before = None,
+        actor: str | None = None, resource: str | None = None,
+        resource_id: str | None = None, action: str | None = None,
+    ) -> s.AuditPage:
+        """Every configuration change and supervisor action: who, when, what, and the
+        resource as stored before and after."""
+        await admin.require_tenant(tenant)
+        return await _audit_page(admin, keys.key("audit", tenant), before, limit, {
+            "actor": actor, "resource": resource, "resource_id": resource_id,
+            "action": action})
+
+    @get("/v1/audit", summary="Token and tenant-deletion audit log, newest first",
+         opt=GLOBAL_ADMIN)
+    async def global_audit(self, admin: Admin, limit: Limit = 100,
+                           before: Before = None) -> s.AuditPage:
+        return await _audit_page(admin, keys.GLOBAL_AUDIT_KEY, before, limit, {})
