@@ -57,15 +57,12 @@ class AgentController(Controller):
     async def _write(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
                      aid: str, data: s.AgentIn, create: bool) -> s.AgentOut:
         await admin.require_tenant(tenant)
-        if data.team is not None and not await admin.redis.hexists(
-                keys.key("teams", tenant), data.team):
-            raise Unprocessable(detail=f"team: unknown team {data.team}")
         cmd = {"op": "configure_agent", "agent": aid, "capacity": data.capacity,
                "abilities": dict(data.abilities), "team": data.team or ""}
         await admin.change(
             tenant, request.user, "create" if create else "update", "agent", aid, cmd=cmd,
             writes=[["hset", "agent", aid, "name", data.name]], snap=_agent_snap(aid),
-            expect="absent" if create else "present",
+            expect="absent" if create else "present", team=data.team,
             version=None if create else if_match(request))
         return await self.get_agent.fn(self, admin, tenant, aid)  # type: ignore[no-any-return]
 

@@ -250,15 +250,6 @@ class TeamController(Controller):
                           team: str) -> None:
         """409 while an agent is in the team."""
         await admin.require_tenant(tenant)
-        agents = [a.decode() for a in await admin.redis.smembers(keys.key("agents", tenant))]
-        pipe = admin.redis.pipeline(transaction=False)
-        for a in agents:
-            pipe.hget(keys.key("agent", tenant, a), "team")
-        members = [a for a, t in zip(agents, await pipe.execute(), strict=True)
-                   if t == team.encode()]
-        if members:
-            names = ", ".join(sorted(members)[:20])
-            raise Conflict(detail=f"team {team} still has agents: {names}")
         await admin.change(tenant, request.user, "delete", "team", team,
                            writes=[["hdel", "teams", "", team]], snap=[["teams", "", team]],
-                           expect="present", version=if_match(request))
+                           expect="present", team_unused=team, version=if_match(request))

@@ -25,6 +25,7 @@ STATUS = {
     "E_GROUP_BUSY": 409,
     "E_GROUP_IN_USE": 409,
     "E_AGENT_BUSY": 409,
+    "E_TEAM_IN_USE": 409,
     "E_SESSION_STATE": 409,
     "E_SESSION_EXISTS": 409,
     "E_AGENT_OFFLINE": 409,
@@ -92,6 +93,8 @@ class Admin:
         expect: str | None = None,
         version: int | None = None,
         state: str | None = None,
+        team: str | None = None,
+        team_unused: str | None = None,
     ) -> AdminResult:
         """One atomic, audited change (lua/admin/admin.lua); domain errors propagate."""
         change: dict[str, Any] = {
@@ -105,8 +108,9 @@ class Admin:
             change["expect"] = expect
         if version is not None:
             change["version"] = version
-        if state is not None:
-            change["state"] = state
+        for name, value in (("state", state), ("team", team), ("team_unused", team_unused)):
+            if value is not None:
+                change[name] = value
         result = await self.engine.admin_change(tenant, self.clock(), change)
         if self.on_events is not None and result.events:
             self.on_events(tenant, result.events)

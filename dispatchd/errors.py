@@ -99,6 +99,18 @@ class AgentBusy(CommandRejected):
     code = "E_AGENT_BUSY"
 
 
+class TeamUnknown(CommandRejected):
+    """An agent names a team that does not exist."""
+
+    code = "E_TEAM_UNKNOWN"
+
+
+class TeamInUse(CommandRejected):
+    """A team still has agents, so it cannot be deleted."""
+
+    code = "E_TEAM_IN_USE"
+
+
 class NotFound(CommandRejected):
     """An admin change names a resource that does not exist."""
 
@@ -147,6 +159,8 @@ CODES: dict[str, type[CommandRejected]] = {
         GroupBusy,
         GroupInUse,
         AgentBusy,
+        TeamUnknown,
+        TeamInUse,
         NotFound,
         AlreadyExists,
         VersionMismatch,

@@ -8,6 +8,8 @@
     have none: their version stays 0);
   - state: when given, the session `id` must be in that state, else
     "E_SESSION_STATE <state>";
+  - team: a team that must exist (an agent's), else "E_TEAM_UNKNOWN <id>";
+    team_unused: a team no agent may be in (deleting it), else "E_TEAM_IN_USE <agents>";
   - cmd: a routing command applied through its transition; when it is refused,
     nothing at all is written;
   - writes: admin-only fields, {"hset", key, key_arg, field, value} (a map value is
@@ -20,11 +22,12 @@
   KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
   ARGV[1] now_ms       int    caller's clock
   ARGV[2] change       msgpack map {actor, role, action, resource, id, expect?, version?,
-                       state?, cmd?, writes=[], snap=[], out_maxlen, audit_maxlen}
+                       state?, team?, team_unused?, cmd?, writes=[], snap=[], out_maxlen,
+                       audit_maxlen}
   Returns: msgpack {events = [...], version = n, audit = "<audit stream id>"}
   Errors:  "E_NOT_FOUND <resource> <id>", "E_EXISTS <resource> <id>",
-           "E_VERSION <current>", "E_SESSION_STATE <state>", "E_BAD_ARG <field>", and
-           those of cmd's transition
+           "E_VERSION <current>", "E_SESSION_STATE <state>", "E_TEAM_UNKNOWN <id>",
+           "E_TEAM_IN_USE <agents>", "E_BAD_ARG <field>", and those of cmd's transition
 ]]
 local function key_of(name, arg)
   local fn = K[name]
@@ -71,6 +74,18 @@ local function check_expect(c)
   if c.expect == "absent" and exists then L.fail("E_EXISTS", c.resource .. " " .. c.id) end
 end
 
+-- A team can go only when no agent is in it (one pass over the tenant's agents).
+local function team_unused(team)
+  local members = {}
+  for _, a in ipairs(call("SMEMBERS", K.agents())) do
+    if call("HGET", K.agent(a), "team") == team then members[#members + 1] = a end
+  end
+  if #members > 0 then
+    table.sort(members)
+    L.fail("E_TEAM_IN_USE", "agents " .. table.concat(members, ",", 1, math.min(#members, 20)))
+  end
+end
+
 local function publish(events, now, maxlen)
   local sessions = {}
   for _, e in ipairs(events) do
@@ -87,6 +102,8 @@ function L.admin(now_arg, packed)
     local c = cmsgpack.unpack(packed)
     for _, w in ipairs(c.writes) do key_of(w[2], w[3]) end
     check_expect(c)
+    if c.team and call("HEXISTS", K.teams(), c.team) == 0 then L.fail("E_TEAM_UNKNOWN", c.team) end
+    if c.team_unused then team_unused(c.team_unused) end
     if c.state then -- an action on a session in one state only (assign: queued)
       local st = call("HGET", K.session(c.id), "st")
       if st ~= c.state then L.fail("E_SESSION_STATE", tostring(st or "unknown")) end
