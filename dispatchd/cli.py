@@ -227,7 +227,7 @@ BENCH_DESCRIPTION = (
     "unit BullMQ is compared in. CPU per command comes from the server's INFO "
     "used_cpu_sys + used_cpu_user and the daemon's /proc/<pid>/stat.",
     "Output: progress on stderr; result lines on stdout, then one line 'RESULT key=value "
-    "...' for scripts (values have no spaces). A full run takes about half an hour; "
+    "...' for scripts (values have no spaces). A full run takes about 15 minutes on 2 cores; "
     "--quick under a minute once BullMQ is installed. On an external server the bench "
     "uses the tenants dispatchd-bench and dispatchd-bench-cal and the BullMQ prefix "
     "dispatchd-bench, deletes their keys before and after and never flushes the server; "
