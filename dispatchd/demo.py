@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import random
 import signal
 import sys
@@ -420,6 +421,11 @@ async def _main(opts: DemoOptions) -> int:
     except DemoError as exc:
         print(f"dispatchd demo: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`dispatchd demo | head`): stop quietly, and point stdout
+        # at /dev/null so the interpreter's last flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (DispatchError, RedisError, OSError) as exc:
         print(f"dispatchd demo: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

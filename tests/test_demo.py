@@ -89,6 +89,23 @@ def test_demo_stops_early_on_sigint_with_a_summary() -> None:
     assert summary_count(out, "served") >= 1
 
 
+def test_demo_stops_quietly_when_its_reader_goes_away() -> None:
+    """`dispatchd demo | head -3`: the closed pipe ends the demo, exit 0, no traceback."""
+    proc = subprocess.Popen(
+        [str(BIN), "demo", "--duration", "60"],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith("dispatchd demo: tenant demo on")
+    proc.stdout.close()  # like head after its lines
+    assert proc.wait(timeout=30) == 0
+    err = proc.stderr.read()
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 def test_event_lines_are_readable() -> None:
     ev = {
         "type": "assigned",
