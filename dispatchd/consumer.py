@@ -274,7 +274,10 @@ class GatewayConsumer:
         for t in self.tenants.values():
             entries = reads.get(t.name, [])
             tick = now - t.last_tick >= self.opts.tick_ms or now < t.last_tick
-            if not (entries or tick or now_mono >= t.renew_at):
+            # a tenant another replica holds is asked for again only when its renewal is
+            # due (every lease_ms/3), not at every tick: a standby replica would otherwise
+            # call the script for every tenant it does not hold at every loop
+            if not (entries or (tick and t.held) or now_mono >= t.renew_at):
                 continue
             cmds = [self._translate(t.name, eid, fields) for eid, fields in entries]
             await self._call(pipe, t, cmds, lease_ms=self.opts.lease_ms, tick=tick)

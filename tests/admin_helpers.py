@@ -66,8 +66,11 @@ class Api:
         return r.json() if r.content else None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def api(engine: Engine) -> AsyncIterator[Api]:
+    # per module, not per session: the granian server stops before other modules run
+    # (a replica test that cancels consumers mid-pipeline hung now and then while it
+    # was still serving in the same event loop)
     clock = Clock()
     admin = Admin(engine, clock)
     port = free_port("127.0.0.1")
