@@ -132,6 +132,11 @@ class GatewayConsumer:
         while not stop.is_set():
             try:
                 await self.step()
+                # redis-py can swallow a cancellation inside a pipeline and carry on: a
+                # cancelled consumer must stop all the same
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError
             except RedisError as exc:
                 # redis-py may turn a cancellation that lands mid-command into a
                 # connection error: being cancelled must still stop the loop
