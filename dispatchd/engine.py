@@ -237,12 +237,14 @@ class Engine:
         capacity: int,
         abilities: dict[str, float],
         team: str = "",
+        ticket_limit: int = 20,
     ) -> Outcome:
-        """Create or replace an agent's capacity, abilities and team."""
+        """Create or replace an agent's capacity, abilities, team and ticket limit."""
         return await self.apply(
             tenant,
             now_ms,
-            ConfigureAgent(agent=agent, capacity=capacity, abilities=dict(abilities), team=team),
+            ConfigureAgent(agent=agent, capacity=capacity, abilities=dict(abilities), team=team,
+                           ticket_limit=ticket_limit),
         )
 
     async def set_agent_status(

@@ -81,6 +81,52 @@ class NoRoute(CommandRejected):
     code = "E_NO_ROUTE"
 
 
+class TicketUnknown(CommandRejected):
+    code = "E_TICKET_UNKNOWN"
+
+
+class TicketExists(CommandRejected):
+    code = "E_TICKET_EXISTS"
+
+
+class TicketState(CommandRejected):
+    """The ticket is not in a state that allows this (closed, or already with that agent)."""
+
+    code = "E_TICKET_STATE"
+
+
+class TicketTypeUnknown(CommandRejected):
+    code = "E_TICKET_TYPE_UNKNOWN"
+
+
+class TicketField(CommandRejected):
+    """A ticket's fields do not fit its type's template; the detail names the field."""
+
+    code = "E_TICKET_FIELD"
+
+
+class NotTicketHandler(CommandRejected):
+    """Only the ticket's handler may do this (the detail names the handler, or none)."""
+
+    code = "E_NOT_TICKET_HANDLER"
+
+
+class AgentNotInGroup(CommandRejected):
+    code = "E_AGENT_NOT_IN_GROUP"
+
+
+class SameGroup(CommandRejected):
+    """A ticket forwarded to the group it is in."""
+
+    code = "E_SAME_GROUP"
+
+
+class Stale(CommandRejected):
+    """Derived data computed from state that changed meanwhile (read it again)."""
+
+    code = "E_STALE"
+
+
 class GroupBusy(CommandRejected):
     """A group still has open sessions, so it cannot be deleted."""
 
@@ -165,6 +211,15 @@ CODES: dict[str, type[CommandRejected]] = {
         AlreadyExists,
         VersionMismatch,
         InternalError,
+        TicketUnknown,
+        TicketExists,
+        TicketState,
+        TicketTypeUnknown,
+        TicketField,
+        NotTicketHandler,
+        AgentNotInGroup,
+        SameGroup,
+        Stale,
     )
 }
 

@@ -77,6 +77,43 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "teams": ("{P}teams", ()),
     # string: the token of the daemon replica that holds this tenant (with PX expiry)
     "lease": ("{P}lease", ()),
+    # --- tickets (lua/tickets/, docs/tickets.md)
+    # hash: ticket type id -> msgpack template {name, fields, frt, res}
+    "ticket_types": ("{P}ttypes", ()),
+    # hash: the ticket (see lua/tickets/00_lib.lua)
+    "ticket": ("{P}tk:{ticket}", ("ticket",)),
+    # lists: the ticket's events as JSON, oldest first; its forwarding hops as JSON
+    "ticket_history": ("{P}tk:{ticket}:h", ("ticket",)),
+    "ticket_hops": ("{P}tk:{ticket}:hops", ("ticket",)),
+    # hash: group -> times the ticket entered it (a second entry is a forwarding loop)
+    "ticket_visits": ("{P}tk:{ticket}:v", ("ticket",)),
+    # zsets, ticket -> creation ms: every ticket; per state; per current group; per order
+    "tickets": ("{P}tks", ()),
+    "ticket_state": ("{P}tks:{state}", ("state",)),
+    "group_tickets": ("{P}g:{group}:tk", ("group",)),
+    "order_tickets": ("{P}o:{order}:tk", ("order",)),
+    # zset: open overdue tickets -> ms they became overdue
+    "tickets_overdue": ("{P}tks:overdue", ()),
+    # zset: closed tickets -> ms closed (purged after the tenant's ticket retention)
+    "tickets_closed": ("{P}tks:closedat", ()),
+    # zset: tickets waiting for a handler in the group (held or queued), score = creation
+    # ms - priority * the group's priority unit
+    "ticket_queue": ("{P}g:{group}:tq", ("group",)),
+    # hash: group -> number of its open tickets
+    "tickets_open": ("{P}tkopen", ()),
+    # hash: agent -> tickets taken in the group's current shift-start release, plus
+    # "#until" (ms the release ends) and "#share" (tickets per agent until then)
+    "ticket_ramp": ("{P}g:{group}:ramp", ("group",)),
+    # zset: the agent's open tickets -> creation ms (its ticket load is the ZCARD)
+    "agent_tickets": ("{P}a:{agent}:tk", ("agent",)),
+    # zset: every ticket the agent was assigned -> ms last assigned (newest 10,000)
+    "agent_handled": ("{P}a:{agent}:tkh", ("agent",)),
+    # hash: owner (the order's owner, an agent id, as the creating system said)
+    "order": ("{P}o:{order}", ("order",)),
+    # zset: agents who handled the order's tickets -> ms last assigned one
+    "order_handlers": ("{P}o:{order}:h", ("order",)),
+    # zset: "<kind>:<id>" -> due ms of a ticket timer (lua/tickets/ticket_tick.lua)
+    "ticket_due": ("{P}due:tk", ()),
 }
 
 #: Not a tenant key: the set of tenant ids the daemon serves (no hash tag, own slot).

@@ -49,6 +49,10 @@ class ConfigureGroup(_Command, frozen=True, tag="configure_group"):
     # service level: the share answered within service_level_ms should be >= the target
     service_level_ms: int = 20_000
     service_level_target: float = 0.8
+    # tickets (docs/tickets.md): reassign a ticket untouched this long (0 = never); spread
+    # the tickets held outside service hours over the agents coming on shift this long
+    ticket_reassign_ms: int = 14_400_000
+    ticket_release_spread_ms: int = 900_000
 
 
 class ConfigureAgent(_Command, frozen=True, tag="configure_agent"):
@@ -58,6 +62,7 @@ class ConfigureAgent(_Command, frozen=True, tag="configure_agent"):
     capacity: int
     abilities: dict[str, float] = msgspec.field(default_factory=dict)
     team: str = ""
+    ticket_limit: int = 20
 
 
 class SetAgentStatus(_Command, frozen=True, tag="set_agent_status"):
@@ -231,6 +236,110 @@ class FireTimers(_Command, frozen=True, tag="fire_timers"):
     limit: int = 100
 
 
+# ---------------------------------------------------------------------------- tickets
+
+TicketFieldType = Literal["string", "integer", "number", "boolean", "date", "enum"]
+FieldValue = str | int | float | bool
+
+
+class TicketField(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One field of a ticket type's template."""
+
+    name: str
+    type: TicketFieldType
+    required: bool = False
+    values: list[str] | None = None  # enum: the allowed values
+    max_length: int | None = None  # string: at most this many bytes (default 2000)
+
+
+class ConfigureTicketType(_Command, frozen=True, tag="configure_ticket_type"):
+    """Create or replace a ticket type (its template and SLA targets, ms, 0 = none)."""
+
+    type: str
+    name: str = ""
+    fields: list[TicketField] = msgspec.field(default_factory=list)
+    first_response_ms: int = 0
+    resolution_ms: int = 0
+
+
+class DeleteTicketType(_Command, frozen=True, tag="delete_ticket_type"):
+    type: str
+
+
+class CreateTicket(_Command, frozen=True, tag="create_ticket"):
+    """A ticket addressed to a group, checked against its type's template."""
+
+    ticket: str
+    type: str
+    group: str
+    by: str
+    fields: dict[str, FieldValue] = msgspec.field(default_factory=dict)
+    title: str = ""
+    priority: int = 0
+    order_id: str | None = None
+    order_owner: str | None = None
+
+
+class RespondTicket(_Command, frozen=True, tag="respond_ticket"):
+    """The handler works on its ticket (touches it; the first is the first response)."""
+
+    ticket: str
+    agent: str
+    note: str = ""
+
+
+class ForwardTicket(_Command, frozen=True, tag="forward_ticket"):
+    """Forward to another group: by its handler (``agent``) or a ``supervisor``."""
+
+    ticket: str
+    to_group: str
+    note: str = ""
+    agent: str | None = None
+    supervisor: str | None = None
+
+
+class AssignTicket(_Command, frozen=True, tag="assign_ticket"):
+    """A supervisor assigns the ticket to a member of its group by hand."""
+
+    ticket: str
+    agent: str
+    supervisor: str
+
+
+class CloseTicket(_Command, frozen=True, tag="close_ticket"):
+    """Close with a resolution: by its handler (``agent``) or a ``supervisor``."""
+
+    ticket: str
+    resolution: str
+    agent: str | None = None
+    supervisor: str | None = None
+
+
+class QueryTicket(_Command, frozen=True, tag="query_ticket"):
+    ticket: str
+
+
+class TicketTick(_Command, frozen=True, tag="ticket_tick"):
+    """Fire up to ``limit`` due ticket timers and purge closed tickets past retention."""
+
+    limit: int = 100
+
+
+class ServiceWindows(msgspec.Struct, frozen=True):
+    """Service hours as UTC ms intervals, flat [start, end, ...], valid until ``hz``."""
+
+    hz: int
+    iv: list[int]
+
+
+class SetServiceWindows(_Command, frozen=True, tag="set_service_windows"):
+    """Store a group's service windows unless its service hours changed meanwhile."""
+
+    group: str
+    meta_sha1: str
+    windows: ServiceWindows | None = None
+
+
 Command = (
     ConfigureGroup
     | ConfigureAgent
@@ -256,6 +365,16 @@ Command = (
     | FireTimers
     | DeleteGroup
     | DeleteAgent
+    | ConfigureTicketType
+    | DeleteTicketType
+    | CreateTicket
+    | RespondTicket
+    | ForwardTicket
+    | AssignTicket
+    | CloseTicket
+    | QueryTicket
+    | TicketTick
+    | SetServiceWindows
 )
 
 # ---------------------------------------------------------------------------- events
@@ -389,6 +508,120 @@ class CallbackRequested(_Event, frozen=True, tag="callback_requested"):
     agent: str | None = None
 
 
+class TicketTypeConfigured(_Event, frozen=True, tag="ticket_type_configured"):
+    type: str
+
+
+class TicketTypeDeleted(_Event, frozen=True, tag="ticket_type_deleted"):
+    type: str
+
+
+class TicketCreated(_Event, frozen=True, tag="ticket_created"):
+    ticket: str
+    type: str
+    group: str
+    by: str
+    priority: int
+    order_id: str | None = None
+    title: str | None = None
+
+
+class TicketHeld(_Event, frozen=True, tag="ticket_held"):
+    """Outside the group's service hours: assigned when it opens (``until_ms``)."""
+
+    ticket: str
+    group: str
+    reason: str
+    until_ms: int
+
+
+class TicketQueued(_Event, frozen=True, tag="ticket_queued"):
+    ticket: str
+    group: str
+    reason: str
+    position: int
+
+
+class TicketAssigned(_Event, frozen=True, tag="ticket_assigned"):
+    ticket: str
+    group: str
+    agent: str
+    via: str  # owner | order_history | balanced | manual
+    reason: str  # created | forwarded | queue | shift_start | untouched | manual
+    wait_ms: int
+    previous_agent: str | None = None
+    by: str | None = None
+
+
+class TicketResponded(_Event, frozen=True, tag="ticket_responded"):
+    ticket: str
+    group: str
+    agent: str
+    note: str | None = None
+    first_response_ms: int | None = None
+
+
+class TicketForwarded(_Event, frozen=True, tag="ticket_forwarded"):
+    ticket: str
+    from_group: str
+    to_group: str
+    by: str
+    note: str
+    hop: int
+    spent_ms: int
+    loop: bool
+    from_agent: str | None = None
+
+
+class TicketLoop(_Event, frozen=True, tag="ticket_loop"):
+    """A forward into a group the ticket was in before (``visits`` times now)."""
+
+    ticket: str
+    group: str
+    hop: int
+    visits: int
+
+
+class TicketOverdue(_Event, frozen=True, tag="ticket_overdue"):
+    ticket: str
+    kind: str  # first_response | resolution
+    group: str
+    type: str
+    due_ms: int
+    agent: str | None = None
+
+
+class TicketClosed(_Event, frozen=True, tag="ticket_closed"):
+    ticket: str
+    group: str
+    type: str
+    by: str
+    resolution: str
+    resolution_ms: int
+    hops: int
+    agent: str | None = None
+    breached: list[str] | None = None
+
+
+class TicketStatus(_Event, frozen=True, tag="ticket_status"):
+    ticket: str
+    type: str
+    state: str
+    group: str
+    priority: int
+    created_ms: int
+    created_by: str
+    title: str
+    hops: int
+    overdue: bool
+    agent: str | None = None
+    order_id: str | None = None
+    first_response_ms: int | None = None
+    first_response_due_ms: int | None = None
+    resolution_due_ms: int | None = None
+    fields: dict[str, FieldValue] | None = None
+
+
 Event = (
     Queued
     | Assigned
@@ -410,6 +643,18 @@ Event = (
     | Position
     | AgentInvited
     | CallbackRequested
+    | TicketTypeConfigured
+    | TicketTypeDeleted
+    | TicketCreated
+    | TicketHeld
+    | TicketQueued
+    | TicketAssigned
+    | TicketResponded
+    | TicketForwarded
+    | TicketLoop
+    | TicketOverdue
+    | TicketClosed
+    | TicketStatus
 )
 
 

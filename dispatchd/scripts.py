@@ -54,33 +54,57 @@ def lua_dir() -> Path:
     raise FileNotFoundError(f"lua scripts not found next to {here}")
 
 
+def _op_files() -> dict[str, Path]:
+    """Transition name -> its file: ``lua/<op>.lua`` (sessions and routing) and
+    ``lua/tickets/<op>.lua`` (tickets; ``00_lib.lua`` there is their library)."""
+    found = {p.stem: p for p in lua_dir().glob("*.lua")}
+    found.update({p.stem: p for p in (lua_dir() / "tickets").glob("[a-z]*.lua")})
+    return found
+
+
 def operations() -> list[str]:
-    """The names of all transitions, one per ``lua/<op>.lua`` (sorted)."""
-    return sorted(p.stem for p in lua_dir().glob("*.lua"))
+    """The names of all transitions (sorted)."""
+    return sorted(_op_files())
+
+
+def ticket_operations() -> list[str]:
+    """The transitions of the ticket system (they need the ticket library)."""
+    return sorted(p.stem for p in (lua_dir() / "tickets").glob("[a-z]*.lua"))
+
+
+def op_path(name: str) -> Path:
+    """The file of transition ``name``."""
+    return _op_files()[name]
 
 
 def _read(name: str) -> str:
-    return (lua_dir() / f"{name}.lua").read_text(encoding="utf-8")
+    return op_path(name).read_text(encoding="utf-8")
 
 
-def _library() -> str:
-    return "".join(p.read_text(encoding="utf-8") for p in sorted((lua_dir() / "lib").glob("*.lua")))
+def _library(tickets: bool) -> str:
+    files = sorted((lua_dir() / "lib").glob("*.lua"))
+    if tickets:
+        files.append(lua_dir() / "tickets" / "00_lib.lua")
+    return "".join(p.read_text(encoding="utf-8") for p in files)
 
 
 @cache
 def source(name: str) -> str:
-    """The full text sent to Redis for ``name`` (an operation or ``apply_batch``)."""
-    head = "local OPS = {}\n" + lua_prelude() + _library()
-    if name == BATCH:
-        return head + "".join(_read(op) for op in operations()) + _BATCH_FOOTER
-    if name == GATEWAY:
-        return head + "".join(_read(op) for op in operations()) + _GATEWAY_FOOTER
-    if name == ADMIN:
-        admin = (lua_dir() / "admin" / "admin.lua").read_text(encoding="utf-8")
-        return head + "".join(_read(op) for op in operations()) + admin + _ADMIN_FOOTER
+    """The full text sent to Redis for ``name`` (an operation or ``apply_batch``).
+
+    A session or routing transition alone gets the shared library only; the ticket
+    library is added where ticket transitions run.
+    """
+    prelude = "local OPS = {}\n" + lua_prelude()
+    if name in (BATCH, GATEWAY, ADMIN):
+        body = prelude + _library(True) + "".join(_read(op) for op in operations())
+        if name == ADMIN:
+            body += (lua_dir() / "admin" / "admin.lua").read_text(encoding="utf-8")
+        return body + {BATCH: _BATCH_FOOTER, GATEWAY: _GATEWAY_FOOTER, ADMIN: _ADMIN_FOOTER}[name]
     if name not in operations():
         raise KeyError(name)
-    return head + _read(name) + _STANDALONE_FOOTER.format(op=name)
+    tickets = name in ticket_operations()
+    return prelude + _library(tickets) + _read(name) + _STANDALONE_FOOTER.format(op=name)
 
 
 def sha1(name: str) -> str:

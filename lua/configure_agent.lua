@@ -2,7 +2,8 @@
   Create or replace an agent's capacity, abilities (its group memberships) and team.
   KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
   ARGV[1] now_ms       int    caller's clock
-  ARGV[2] command      msgpack map {agent, capacity, abilities={group: ability>0}, team=""}
+  ARGV[2] command      msgpack map {agent, capacity, abilities={group: ability>0}, team="",
+                              ticket_limit=20 (open tickets it may hold, docs/tickets.md)}
   Touches: the agent hash and skills, {t}:g:<g>:m and :r of old and new groups, and
            whatever the agent then takes (it takes work if online with free capacity).
   Returns: msgpack [{event="agent_configured", agent}, {event="assigned", ...}...]
@@ -13,6 +14,7 @@ OPS.configure_agent = function(now, a)
   local id = L.id(a.agent, "agent")
   local cap = L.int(a.capacity, 0, 1000, "capacity")
   local team = L.str(a.team or "", 256, "team")
+  local tlim = L.int(a.ticket_limit or 20, 0, 100000, "ticket_limit")
   local abilities = a.abilities or {}
   if type(abilities) ~= "table" then L.fail("E_BAD_ARG", "abilities") end
   local count = 0
@@ -44,7 +46,8 @@ OPS.configure_agent = function(now, a)
   end
   ag.cap, ag.sk = cap, nil
   L.save_agent(ag)
-  call("HSET", K.agent(id), "team", team)
+  call("HSET", K.agent(id), "team", team, "tlim", tlim)
+  L.wake_tickets(id, now)
   L.refresh(ag)
   local ev = {{event = "agent_configured", agent = id}}
   L.fill(ag, now, ev)

@@ -46,6 +46,9 @@ local TIMER_FIELDS = {
   confirm_close_ms = {"cclose", 300000},
   -- not a timer: the service-level threshold (answered within it counts as "in SL")
   service_level_ms = {"slms", 20000},
+  -- tickets (docs/tickets.md): reassign a ticket its handler has not touched for this
+  -- long; spread the tickets held overnight over the agents coming on shift for this long
+  ticket_reassign_ms = {"treassign", 14400000}, ticket_release_spread_ms = {"tspread", 900000},
 }
 
 OPS.configure_group = function(now, a)
@@ -94,6 +97,8 @@ OPS.configure_group = function(now, a)
   L.forget_group(g)
   local members = call("HGETALL", K.members(g))
   for i = 1, #members, 2 do L.refresh(L.agent(members[i])) end
+  -- its settings or service hours may have changed: look at its waiting tickets again
+  if call("ZCARD", K.ticket_queue(g)) > 0 then L.ticket_wake(g, now) end
   local ev = {{event = "group_configured", group = g}}
   if tiers_changed then recheck_queue(g, now, ev) end
   return ev

@@ -1,6 +1,6 @@
 --[[
   Delete an agent. Refused while it still holds work: assigned or pre-closed sessions,
-  or customers parked with it (directed, sticky or transferred to it). It leaves every
+  or customers parked with it (directed, sticky or transferred to it), or open tickets. It leaves every
   group's members and ranking. Customers who remember it (sticky) or block it are not
   touched: a preference for an agent that is gone is ignored at arrival.
   KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
@@ -16,6 +16,8 @@ OPS.delete_agent = function(now, a)
   local ag = L.agent(id)
   if not ag then L.fail("E_AGENT_UNKNOWN", id) end
   local parked = call("ZCARD", K.parked(id))
+  local tickets = call("ZCARD", K.agent_tickets(id))
+  if tickets > 0 then L.fail("E_AGENT_BUSY", tickets .. " open tickets") end
   if ag.load > 0 or ag.pre > 0 or parked > 0 then
     L.fail("E_AGENT_BUSY", sfmt("%d assigned, %d pre-closed, %d parked sessions",
       ag.load, ag.pre, parked))
@@ -27,7 +29,7 @@ OPS.delete_agent = function(now, a)
     call("HDEL", K.members(g), id)
   end
   call("DEL", K.agent(id), K.skills(id), K.agent_sessions(id), K.agent_preclosed(id),
-    K.parked(id))
+    K.parked(id), K.agent_tickets(id))
   call("SREM", K.agents(), id)
   AGENTS[id] = false
   return {{event = "agent_deleted", agent = id}}

@@ -1,6 +1,7 @@
 --[[
   Delete a skill group. Refused while anything still depends on it: open sessions of the
-  group (queued, parked, assigned or pre-closed), another group that overflows into it,
+  group (queued, parked, assigned or pre-closed) or open tickets in it, another group that
+  overflows into it,
   or a routing rule that sends customers to it. Its members lose that ability; their
   other groups are untouched.
   KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
@@ -18,6 +19,8 @@ OPS.delete_group = function(now, a)
   if not gc then L.fail("E_GROUP_UNKNOWN", g) end
   local open = math.max(tonumber(call("HGET", K.group_open(), g)) or 0, call("ZCARD", K.queue(g)))
   if open > 0 then L.fail("E_GROUP_BUSY", open .. " open sessions") end
+  local tickets = tonumber(call("HGET", K.tickets_open(), g)) or 0
+  if tickets > 0 then L.fail("E_GROUP_BUSY", tickets .. " open tickets") end
   local sources = call("HKEYS", K.sources(g))
   if #sources > 0 then
     table.sort(sources)
@@ -32,10 +35,13 @@ OPS.delete_group = function(now, a)
     for _, h in ipairs(t.groups) do call("HDEL", K.sources(h), g) end
   end
   for _, agent in ipairs(call("HKEYS", K.members(g))) do call("HDEL", K.skills(agent), g) end
-  local doomed = {K.group(g), K.members(g), K.ready(g), K.queue(g), K.sources(g), K.group_rate(g)}
+  local doomed = {K.group(g), K.members(g), K.ready(g), K.queue(g), K.sources(g), K.group_rate(g),
+    K.ticket_queue(g), K.ticket_ramp(g)}
   for n = 1, #gc.tiers do doomed[#doomed + 1] = K.overflow(g, n) end
   call("DEL", unpack(doomed))
   call("HDEL", K.group_open(), g)
+  call("HDEL", K.tickets_open(), g)
+  call("ZREM", K.ticket_due(), "gq:" .. g)
   call("SREM", K.groups(), g)
   L.forget_group(g)
   return {{event = "group_deleted", group = g}}

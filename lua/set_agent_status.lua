@@ -5,6 +5,8 @@
   ARGV[2] command      msgpack map {agent, status="online"|"away"|"offline",
                               handover=false}
   online:  becomes a candidate in its groups and takes waiting work.
+  Coming on shift (online or away after offline) also has its groups' waiting tickets
+  looked at by the next ticket tick (docs/tickets.md).
   away:    stops being a candidate; keeps its sessions and parked customers.
   offline: as away, and the customers parked with it go to normal routing at once.
   handover (with away or offline): the agent's open sessions are transferred back to
@@ -35,6 +37,7 @@ OPS.set_agent_status = function(now, a)
   if st == "online" then
     L.fill(ag, now, ev)
   end
+  if st ~= "offline" and previous == "offline" then L.wake_tickets(id, now) end
   if handover then
     local sids = call("SMEMBERS", K.agent_sessions(id))
     table.sort(sids)

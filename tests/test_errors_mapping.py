@@ -15,11 +15,12 @@ _HELPER_CODES = {
     r"\bL\.(num|int|str|list)\(": {"E_BAD_ARG"},
     r"\bL\.live_session\(": {"E_BAD_ID", "E_SESSION_UNKNOWN", "E_SESSION_STATE"},
     r"\bL\.check_session_agent\(": {"E_NOT_SESSION_AGENT"},
+    r"\bL\.open_ticket\(": {"E_BAD_ID", "E_TICKET_UNKNOWN", "E_TICKET_STATE"},
 }
 
 
 def _header_and_body(op: str) -> tuple[str, str]:
-    text = (scripts.lua_dir() / f"{op}.lua").read_text(encoding="utf-8")
+    text = scripts.op_path(op).read_text(encoding="utf-8")
     match = re.match(r"\s*--\[\[(.*?)\]\](.*)", text, re.S)
     assert match, f"lua/{op}.lua has no --[[ contract header ]]"
     return match.group(1), match.group(2)

@@ -33,6 +33,7 @@ DEFAULT_TIMERS = {
     "qwarn": 60000, "qtimeout": 0, "posint": 0, "sla": 60000, "reassign": 0,
     "sremind": 120000, "spreclose": 300000, "sclose": 1800000, "cclose": 300000,
     "slms": 20000, "slt": 0.8,  # the service-level threshold and target
+    "treassign": 14400000, "tspread": 900000,  # tickets: untouched reassignment, release spread
 }
 
 

@@ -62,7 +62,8 @@ TIMER_FIELDS = (
 #: test fails when ConfigureGroup has a field in neither set.
 SETTING_FIELDS = (
     "group", "k", "m", "priority_unit_ms", "tiers", "sticky_ms", "preference_ms",
-    "service_level_ms", "service_level_target",
+    "service_level_ms", "service_level_target", "ticket_reassign_ms",
+    "ticket_release_spread_ms",
 )
 
 ARRIVE, RELEASE, ABANDON, ESCALATE, ONLINE, OFFLINE = range(6)

@@ -5,7 +5,7 @@
     exist / must not exist, else E_NOT_FOUND / E_EXISTS;
   - version: when given, the resource's current version must equal it, else
     "E_VERSION <current>" (versions count the resource's audited changes; sessions
-    have none: their version stays 0);
+    and tickets have none: their version stays 0);
   - state: when given, the session `id` must be in that state, else
     "E_SESSION_STATE <state>";
   - team: a team that must exist (an agent's), else "E_TEAM_UNKNOWN <id>";
@@ -37,7 +37,9 @@ end
 
 -- Stored values that are msgpack blobs: unpacked in snapshots, so the audit log holds
 -- text and numbers only.
-local BLOBS = {tiers = true, timers = true, meta = true, rules = true}
+local BLOBS = {tiers = true, timers = true, meta = true, rules = true, f = true}
+-- Derived fields left out of snapshots: a group's service windows (from its meta).
+local DERIVED = {win = true}
 
 local function value(v, blob)
   if v and blob then return cmsgpack.unpack(v) end
@@ -54,7 +56,9 @@ local function snapshot(snap)
       out[i] = value(call("HGET", key, spec[3]), BLOBS[spec[3]] or spec[1] == "teams")
     else
       local flat, map = call("HGETALL", key), {}
-      for j = 1, #flat, 2 do map[flat[j]] = value(flat[j + 1], BLOBS[flat[j]]) end
+      for j = 1, #flat, 2 do
+        if not DERIVED[flat[j]] then map[flat[j]] = value(flat[j + 1], BLOBS[flat[j]]) end
+      end
       out[i] = #flat > 0 and map or false
     end
   end
@@ -129,7 +133,7 @@ function L.admin(now_arg, packed)
         call("HSET", key, w[4], w[5])
       end
     end
-    if c.resource ~= "session" then -- sessions come and go: no version kept for them
+    if c.resource ~= "session" and c.resource ~= "ticket" then -- no versions for work items
       version = call("HINCRBY", K.versions(), vfield, 1)
     end
     local audit = call("XADD", K.audit(), "MAXLEN", "~", c.audit_maxlen, "*",

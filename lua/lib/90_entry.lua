@@ -1,6 +1,7 @@
 --[[
   Entry points: the gateway batch (L.gateway), one command (L.run) or a batch (L.batch).
-  Every path records each session's events in the session's history.
+  Every path records each session's events in the session's history, and each ticket's
+  events in the ticket's.
 ]]
 
 local function unpack_command(packed)
@@ -20,13 +21,14 @@ end
     stream entry acknowledged and deleted from {t}:in;
   - a refused command (op "reject" from the daemon, or a script error) gets an `error`
     event and a copy of its entry in {t}:dead;
-  - with `tick`, due overflow steps, preference fallbacks and lifecycle timers fire last.
+  - with `tick`, due overflow steps, preference fallbacks, lifecycle timers and ticket
+    timers fire last.
   ARGV[2] msgpack {lease, lease_ms, group, dedupe_ms, out_maxlen, dead_maxlen,
                    tick (limit or nil), cmds = [{op, _id, _e, ...fields} |
                    {op="reject", _e, _id?, error="<code> <message>"}]}
 ]]
 local OUT_NAMES = {released = "closed", abandoned = "closed"}
-local TICK_OPS = {"escalate_overflow", "expire_preferences", "fire_timers"}
+local TICK_OPS = {"escalate_overflow", "expire_preferences", "fire_timers", "ticket_tick"}
 
 -- Keep a session's history: its events in their outbound form, oldest first. The list
 -- is capped (the newest HISTORY_MAX are kept) and expires with the closed session.
@@ -36,6 +38,12 @@ local function record(sid, json, closing)
   local key = K.history(sid)
   if call("RPUSH", key, json) > HISTORY_MAX then call("LTRIM", key, -HISTORY_MAX, -1) end
   if closing then call("PEXPIRE", key, L.retention()) end
+end
+
+-- A ticket's history is kept whole (it is the audit trail of its hops) until the ticket
+-- is purged; a status query is not part of it.
+local function record_ticket(e, json)
+  if e.type ~= "ticket_status" then call("RPUSH", K.ticket_history(e.ticket), json) end
 end
 
 -- Turn event `e` (in place) into its outbound form (docs/protocol.md), record it in its
@@ -64,6 +72,7 @@ local function outbound(e, now, cmd_id, sessions)
                          message = "event not encodable: " .. tostring(json)})
   end
   if sid then record(sid, json, e.type == "closed") end
+  if e.ticket then record_ticket(e, json) end
   return json
 end
 
@@ -72,7 +81,7 @@ end
 local function record_all(events, now)
   local sessions = {}
   for _, e in ipairs(events) do
-    if e.session then
+    if e.session or e.ticket then
       local c = {}
       for k, v in pairs(e) do c[k] = v end
       outbound(c, now, nil, sessions)
@@ -92,6 +101,11 @@ end
          most the group's service-level threshold, else 0)
     ab   sessions that left the queue never answered, flat triples: group, wait_ms, within
     fr   first agent replies, flat pairs: group, first_response_ms
+    tkr  closed tickets, flat pairs: group, resolution_ms
+    tkfr first responses on tickets, flat pairs: group, first_response_ms
+  Ticket counts in n: "tkc <group> <type>" created, "tka <group> <via> <reason>"
+  assigned, "tkf <from group> <to group>" forwarded, "tkl <group>" forwarding loops,
+  "tko <group> <kind>" overdue.
   Extra Redis work, once per session each: HSETNX of the session's first-answer mark
   "ans" per assignment, HEXISTS per abandonment, HGET of its group per first response.
 ]]
@@ -138,12 +152,29 @@ local STAT = {
     bump(st, e.over_capacity and "rea over_capacity" or "rea within_capacity")
   end,
   error = function(st, e) bump(st, "err " .. e.code) end,
+  ticket_created = function(st, e) bump(st, "tkc " .. e.group .. " " .. e.type) end,
+  ticket_assigned = function(st, e)
+    bump(st, "tka " .. e.group .. " " .. e.via .. " " .. e.reason)
+  end,
+  ticket_forwarded = function(st, e) bump(st, "tkf " .. e.from_group .. " " .. e.to_group) end,
+  ticket_loop = function(st, e) bump(st, "tkl " .. e.group) end,
+  ticket_overdue = function(st, e) bump(st, "tko " .. e.group .. " " .. e.kind) end,
+  ticket_closed = function(st, e)
+    local n = #st.tkr
+    st.tkr[n + 1], st.tkr[n + 2] = e.group, e.resolution_ms
+  end,
+  ticket_responded = function(st, e)
+    if e.first_response_ms then
+      local n = #st.tkfr
+      st.tkfr[n + 1], st.tkfr[n + 2] = e.group, e.first_response_ms
+    end
+  end,
 }
 
 -- The stats without their empty parts (an empty Lua table packs as an array).
 local function packed_stats(st)
   if not next(st.n) then st.n = nil end
-  for _, k in ipairs({"ans", "ab", "fr"}) do
+  for _, k in ipairs({"ans", "ab", "fr", "tkr", "tkfr"}) do
     if #st[k] == 0 then st[k] = nil end
   end
   return next(st) and st or nil
@@ -245,7 +276,7 @@ function L.gateway(now_arg, packed)
   call("SET", K.lease(), g.lease, "PX", g.lease_ms)
   g.applied, g.duplicates, g.failed, g.events, g.types = 0, 0, 0, 0, {}
   g.seen, g.ids, g.entries = {}, {}, {}
-  g.st = {n = {}, ans = {}, ab = {}, fr = {}}
+  g.st = {n = {}, ans = {}, ab = {}, fr = {}, tkr = {}, tkfr = {}}
   call("ZREMRANGEBYSCORE", K.applied(), "-inf", sfmt("(%d", now - g.dedupe_ms))
   for _, c in ipairs(g.cmds or {}) do apply_one(g, c, now) end
   flush(g)

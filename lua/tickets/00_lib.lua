@@ -1,0 +1,274 @@
+--[[
+  Tickets: back-office work items addressed to a group and handled by one of its members
+  (SPEC §4, docs/tickets.md). Included after lua/lib/ in the ticket scripts, the gateway
+  batch, the admin change and apply_batch.
+
+  Ticket hash {t}:tk:<id>:
+    st   held | queued | assigned | in_progress | closed
+         held: waiting while its group is outside its service hours; queued: waiting in
+         hours for an eligible member; assigned: with a handler who has not touched it
+         yet; in_progress: its handler has worked on it
+    ty type, g current group, ag handler ("" none), o order id ("" none), p priority,
+    at created ms, by creator, ti title, f msgpack fields, ga ms it entered g,
+    va its queue score in g, asg ms assigned to ag, fr ms of the first response ("" none),
+    frd / rsd first-response / resolution due ms (0 none), brf / brr "1" once breached,
+    hops forwards so far, ct ms closed, cb closed by, res resolution
+  The SLA clock starts at creation and runs across hops: forwarding never resets it.
+
+  Eligible handler for a ticket of group g (docs/tickets.md "Assignment"): a member of g,
+  on shift (status online or away), with fewer open tickets than its ticket limit
+  (agent field tlim) and, during g's shift-start release, fewer than its share.
+]]
+local DEFAULT_TICKET_LIMIT = 20
+local TICKET_STATES = {"held", "queued", "assigned", "in_progress", "closed"}
+local HANDLED_MAX = 10000
+local DISPATCH_MAX = 500 -- tickets assigned from one group queue per call
+local POLL_MS = 60000 -- a group with waiting tickets is looked at least this often
+L.TICKET_STATES = TICKET_STATES
+
+function L.ticket(id)
+  local r = call("HGETALL", K.ticket(id))
+  if #r == 0 then return nil end
+  local t = {id = id}
+  for i = 1, #r, 2 do t[r[i]] = r[i + 1] end
+  t.p, t.at, t.ga = tonumber(t.p), tonumber(t.at), tonumber(t.ga)
+  t.asg, t.hops = tonumber(t.asg), tonumber(t.hops) or 0
+  t.frd, t.rsd = tonumber(t.frd) or 0, tonumber(t.rsd) or 0
+  return t
+end
+
+function L.open_ticket(v)
+  local id = L.id(v, "ticket")
+  local t = L.ticket(id)
+  if not t then L.fail("E_TICKET_UNKNOWN", id) end
+  if t.st == "closed" then L.fail("E_TICKET_STATE", "closed") end
+  return t
+end
+
+-- Move the ticket to state `st` (its hash and the per-state index).
+function L.ticket_state(t, st)
+  if t.st then call("ZREM", K.ticket_state(t.st), t.id) end
+  call("ZADD", K.ticket_state(st), sfmt("%d", t.at), t.id)
+  call("HSET", K.ticket(t.id), "st", st)
+  t.st = st
+end
+
+function L.ticket_timer(kind, id, due)
+  call("ZADD", K.ticket_due(), sfmt("%d", due), kind .. ":" .. id)
+end
+
+-- ----------------------------------------------------------------- service hours
+
+--[[
+  Lua cannot do time zones, so the admin API and the daemon store each group's service
+  hours as UTC intervals (field "win" of the group: msgpack {hz = horizon ms, iv = flat
+  [start, end, ...]}, computed by dispatchd/hours.py for the coming weeks). No "win":
+  the group has no service hours and is always in service. Past the horizon (the daemon
+  stopped refreshing) the group counts as in service rather than holding tickets forever.
+]]
+function L.windows(g)
+  local gc = L.group(g)
+  if gc.win == nil then
+    local raw = call("HGET", K.group(g), "win")
+    gc.win = raw and cmsgpack.unpack(raw) or false
+  end
+  return gc.win
+end
+
+function L.in_hours(g, now)
+  local w = L.windows(g)
+  if not w or now >= w.hz then return true end
+  local iv = w.iv
+  for i = 1, #iv - 1, 2 do
+    if now < iv[i] then return false end
+    if now < iv[i + 1] then return true end
+  end
+  return false
+end
+
+-- When group g is next in service at or after now (the horizon when nothing opens
+-- before it: the group is looked at again then).
+function L.next_open(g, now)
+  local w = L.windows(g)
+  if not w or now >= w.hz then return now end
+  local iv = w.iv
+  for i = 1, #iv - 1, 2 do
+    if now < iv[i + 1] then return math.max(iv[i], now) end
+  end
+  return w.hz
+end
+
+-- ------------------------------------------------------------------ candidates
+
+-- The group's shift-start release, while it lasts: {share = n}, else nil.
+local function ramp_of(g, now)
+  local r = call("HMGET", K.ticket_ramp(g), "#until", "#share")
+  local till = tonumber(r[1])
+  if till and now < till then return {share = tonumber(r[2])} end
+  return nil
+end
+
+-- Eligible handlers of group g: {id, load, lim, last, taken}, in member order.
+local function candidates(g, ramp)
+  local list = {}
+  for _, aid in ipairs(call("HKEYS", K.members(g))) do
+    local r = call("HMGET", K.agent(aid), "st", "tlim", "tka")
+    if r[1] and r[1] ~= "offline" then
+      local c = {id = aid, load = call("ZCARD", K.agent_tickets(aid)),
+                 lim = tonumber(r[2]) or DEFAULT_TICKET_LIMIT, last = tonumber(r[3]) or 0}
+      if ramp then c.taken = tonumber(call("HGET", K.ticket_ramp(g), aid)) or 0 end
+      if c.load < c.lim and (not ramp or c.taken < ramp.share) then list[#list + 1] = c end
+    end
+  end
+  return list
+end
+
+local function better(a, b)
+  if a.load ~= b.load then return a.load < b.load end
+  if a.last ~= b.last then return a.last < b.last end
+  return a.id < b.id
+end
+
+-- Who of `cands` takes ticket t: the order's owner, else the latest earlier handler of
+-- the order, else the least loaded (fewest open tickets, then longest since its last
+-- ticket, then id). `exclude` (an agent id) is never chosen. Returns index, via.
+local function pick(t, cands, exclude)
+  local at = {}
+  for i, c in ipairs(cands) do
+    if c.id ~= exclude then at[c.id] = i end
+  end
+  if t.o and t.o ~= "" then
+    local owner = call("HGET", K.order(t.o), "owner")
+    if owner and at[owner] then return at[owner], "owner" end
+    for _, aid in ipairs(call("ZREVRANGE", K.order_handlers(t.o), 0, 99)) do
+      if at[aid] then return at[aid], "order_history" end
+    end
+  end
+  local best
+  for i, c in ipairs(cands) do
+    if c.id ~= exclude and (not best or better(c, cands[best])) then best = i end
+  end
+  return best, "balanced"
+end
+
+-- ------------------------------------------------------------------ transitions
+
+-- Give ticket t to agent `aid` (previous: the handler it is taken from, if any).
+function L.ticket_assign(t, aid, via, reason, now, ev, previous)
+  call("ZREM", K.ticket_queue(t.g), t.id)
+  if previous then call("ZREM", K.agent_tickets(previous), t.id) end
+  L.ticket_state(t, "assigned")
+  t.ag, t.asg = aid, now
+  call("HSET", K.ticket(t.id), "ag", aid, "asg", sfmt("%d", now))
+  call("ZADD", K.agent_tickets(aid), sfmt("%d", t.at), t.id)
+  if call("ZADD", K.agent_handled(aid), sfmt("%d", now), t.id) == 1 then
+    call("ZREMRANGEBYRANK", K.agent_handled(aid), 0, -HANDLED_MAX - 1)
+  end
+  call("HSET", K.agent(aid), "tka", sfmt("%d", now))
+  if t.o ~= "" then call("ZADD", K.order_handlers(t.o), sfmt("%d", now), aid) end
+  local ra = L.group(t.g).treassign or 0
+  if ra > 0 then
+    L.ticket_timer("ra", t.id, now + ra)
+  else
+    call("ZREM", K.ticket_due(), "ra:" .. t.id)
+  end
+  ev[#ev + 1] = {event = "ticket_assigned", ticket = t.id, group = t.g, agent = aid, via = via,
+                 reason = reason, previous_agent = previous, wait_ms = now - t.ga}
+end
+
+-- Give ticket t, untouched by its handler, to another eligible member of its group (same
+-- preference order, never the same handler). Nothing happens when there is none.
+function L.ticket_reassign(t, now, ev)
+  local cands = candidates(t.g, nil)
+  local i, via = pick(t, cands, t.ag)
+  if not i then return end
+  local previous = t.ag
+  L.ticket_assign(t, cands[i].id, via, "untouched", now, ev, previous)
+  L.wake_tickets(previous, now)
+end
+
+-- Assign group g's waiting tickets, in queue order, to its eligible members (at most
+-- DISPATCH_MAX; the rest at the next tick). `reason` goes on the assigned events.
+function L.ticket_dispatch(g, now, ev, reason)
+  local qkey = K.ticket_queue(g)
+  if call("ZCARD", qkey) == 0 or not L.in_hours(g, now) then return end
+  local ramp = ramp_of(g, now)
+  local cands = candidates(g, ramp)
+  local n = 0
+  while #cands > 0 and n < DISPATCH_MAX do
+    local head = call("ZRANGE", qkey, 0, 0)[1]
+    if not head then break end
+    local t = L.ticket(head)
+    local i, via = pick(t, cands, nil)
+    local c = cands[i]
+    L.ticket_assign(t, c.id, via, reason, now, ev)
+    c.load, c.last, n = c.load + 1, now, n + 1
+    if ramp then
+      c.taken = call("HINCRBY", K.ticket_ramp(g), c.id, 1)
+    end
+    if c.load >= c.lim or (ramp and c.taken >= ramp.share) then table.remove(cands, i) end
+  end
+  if call("ZCARD", qkey) > 0 then L.ticket_wake(g, n >= DISPATCH_MAX and now or now + POLL_MS) end
+end
+
+-- Ticket t enters group g (created or forwarded): held outside g's service hours, else
+-- assigned at once when a member is eligible, else queued.
+function L.ticket_enter(t, g, now, reason, ev)
+  local gc = L.group(g)
+  t.g, t.ga, t.ag = g, now, ""
+  local va = t.at - t.p * gc.u
+  call("HSET", K.ticket(t.id), "g", g, "ga", sfmt("%d", now), "ag", "", "asg", "",
+    "va", sfmt("%d", va))
+  call("ZADD", K.group_tickets(g), sfmt("%d", t.at), t.id)
+  call("HINCRBY", K.tickets_open(), g, 1)
+  call("HINCRBY", K.ticket_visits(t.id), g, 1)
+  call("ZADD", K.ticket_queue(g), sfmt("%d", va), t.id)
+  if not L.in_hours(g, now) then
+    L.ticket_state(t, "held")
+    local opens = L.next_open(g, now)
+    L.ticket_wake(g, opens)
+    ev[#ev + 1] = {event = "ticket_held", ticket = t.id, group = g, reason = reason,
+                   until_ms = opens}
+    return
+  end
+  L.ticket_state(t, "queued")
+  L.ticket_dispatch(g, now, ev, reason)
+  if call("HGET", K.ticket(t.id), "st") == "queued" then
+    ev[#ev + 1] = {event = "ticket_queued", ticket = t.id, group = g, reason = reason,
+                   position = call("ZRANK", K.ticket_queue(g), t.id) + 1}
+  end
+end
+
+-- Ticket t leaves its group and handler (forwarded on, or closed when `closing`).
+function L.ticket_leave(t, now, closing)
+  call("ZREM", K.ticket_queue(t.g), t.id)
+  call("HINCRBY", K.tickets_open(), t.g, -1)
+  if not closing then call("ZREM", K.group_tickets(t.g), t.id) end
+  call("ZREM", K.ticket_due(), "ra:" .. t.id)
+  if t.ag ~= "" then
+    call("ZREM", K.agent_tickets(t.ag), t.id)
+    L.wake_tickets(t.ag, now) -- its freed slot takes waiting tickets of its groups
+  end
+end
+
+-- Whether the ticket is overdue now: open, with an SLA target past due and unmet.
+function L.ticket_overdue_check(t)
+  local late = t.st ~= "closed" and ((t.brf == "1" and (t.fr or "") == "") or t.brr == "1")
+  if not late then call("ZREM", K.tickets_overdue(), t.id) end
+  return late
+end
+
+-- A ticket's summary for the ticket_status event (the gateway's view of a ticket).
+function L.ticket_view(t)
+  local fields = t.f and cmsgpack.unpack(t.f) or {}
+  local overdue = call("ZSCORE", K.tickets_overdue(), t.id) ~= false
+  return {
+    event = "ticket_status", ticket = t.id, type = t.ty, state = t.st, group = t.g,
+    agent = t.ag ~= "" and t.ag or nil, order_id = t.o ~= "" and t.o or nil, priority = t.p,
+    created_ms = t.at, created_by = t.by, title = t.ti, hops = t.hops,
+    first_response_ms = (t.fr or "") ~= "" and (tonumber(t.fr) - t.at) or nil,
+    first_response_due_ms = t.frd > 0 and t.frd or nil,
+    resolution_due_ms = t.rsd > 0 and t.rsd or nil, overdue = overdue,
+    fields = next(fields) and fields or nil,
+  }
+end
