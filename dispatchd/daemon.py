@@ -29,8 +29,8 @@ import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import RedisError
 
-from dispatchd import observe, ops
-from dispatchd.consumer import ConsumerOptions, GatewayConsumer
+from dispatchd import observe, ops, tickets
+from dispatchd.consumer import ConsumerOptions, GatewayConsumer, wall_clock_ms
 from dispatchd.embedded import EmbeddedValkey, check_server
 from dispatchd.engine import Engine
 from dispatchd.errors import DispatchError
@@ -225,10 +225,14 @@ def consumer_options(settings: Settings) -> ConsumerOptions:
 
 
 def default_loops(settings: Settings) -> list[LoopFactory]:
-    """The daemon's loops: the gateway stream consumer (with its timer ticks) and, unless
-    disabled, the admin API server."""
+    """The daemon's loops: the gateway stream consumer (with its timer ticks), the service
+    windows refresh, the ops listener and sampler, and, unless disabled, the admin API
+    server."""
+    opts = consumer_options(settings)
     loops: list[LoopFactory] = [
-        lambda engine: GatewayConsumer(engine, consumer_options(settings)).run
+        lambda engine: GatewayConsumer(engine, opts).run,
+        # the UTC form of every group's service hours, which the ticket scripts read
+        lambda engine: lambda stop: tickets.windows_loop(engine, opts.tenants, stop, wall_clock_ms),
     ]
     loops.extend(ops.loops(settings))  # the ops listener (/metrics, /healthz, /readyz), sampler
     if settings.admin_enabled:

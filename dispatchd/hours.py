@@ -72,28 +72,12 @@ def in_service(hours: HoursLike | None, now_ms: int) -> bool:
 
 
 def next_opening(hours: HoursLike | None, now_ms: int, horizon_days: int = 14) -> int | None:
-    """The first ms at or after ``now_ms`` within ``hours``, found minute by minute over
-    shift starts (None when nothing opens within ``horizon_days``)."""
-    if in_service(hours, now_ms):
+    """The first ms at or after ``now_ms`` within ``hours`` (None when nothing opens within
+    ``horizon_days``): the start of the first of the :func:`windows` from ``now_ms``."""
+    if hours is None:
         return now_ms
-    assert hours is not None
-    tz = zone(hours.time_zone)
-    local = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(tz)
-    candidates: list[int] = []
-    for offset in range(horizon_days + 1):
-        date = (local + timedelta(days=offset)).date()
-        for shift in hours.weekly:
-            start = _clock(shift.start)
-            if start is None:
-                continue
-            at = datetime.combine(date, start, tz)
-            # a start inside a DST gap does not exist locally: fold it forward
-            ms = int(at.astimezone(UTC).timestamp() * 1000)
-            if ms >= now_ms and in_service(hours, ms):
-                candidates.append(ms)
-        if candidates:
-            return min(candidates)
-    return None
+    spans = windows(hours, now_ms, now_ms + horizon_days * _DAY_MS)
+    return spans[0][0] if spans else None
 
 
 def _utc(ms: int) -> datetime:

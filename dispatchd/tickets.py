@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
@@ -253,16 +253,16 @@ def _parse_cursor(cursor: str | None) -> tuple[int, str] | None:
 # ------------------------------------------------------------------ service windows
 
 
-class _Shift(msgspec.Struct, frozen=True):
-    days: list[str]
+class _Shift(msgspec.Struct):
+    days: Sequence[str]
     start: str
     end: str
 
 
-class _Hours(msgspec.Struct, frozen=True):
+class _Hours(msgspec.Struct):
     time_zone: str
-    weekly: list[_Shift] = []
-    closed_dates: list[str] = []
+    weekly: Sequence[_Shift] = ()
+    closed_dates: Sequence[str] = ()
 
 
 #: How far ahead windows are computed, and how often the daemon recomputes them.
@@ -278,7 +278,9 @@ def windows_of(meta: bytes | None, now_ms: int) -> ServiceWindows | None:
     raw = doc.get("service_hours") if isinstance(doc, dict) else None
     if not raw:
         return None
-    sw = hours.service_windows(msgspec.convert(raw, _Hours), now_ms, HORIZON_DAYS)
+    # a Protocol's attributes are invariant: a Struct of Sequences is read-only HoursLike
+    sw = hours.service_windows(cast(hours.HoursLike, msgspec.convert(raw, _Hours)), now_ms,
+                               HORIZON_DAYS)
     return None if sw is None else ServiceWindows(hz=sw["hz"], iv=sw["iv"])
 
 
@@ -313,9 +315,9 @@ async def windows_loop(engine: Engine, tenants: Sequence[str], stop: asyncio.Eve
 
     ``tenants`` empty: every tenant in the tenant registry.
     """
+    redis: Any = engine.redis
     while not stop.is_set():
-        served = list(tenants) or sorted(
-            t.decode() for t in await engine.redis.smembers(keys.TENANTS_KEY))
+        served = list(tenants) or sorted(t.decode() for t in await redis.smembers(keys.TENANTS_KEY))
         for tenant in served:
             try:
                 await refresh_windows(engine, tenant, clock())

@@ -24,6 +24,7 @@ from dispatchd.hours import (
     HoursLike,
     ShiftLike,
     in_service,
+    next_opening,
     service_windows,
     windows,
     zone,
@@ -151,6 +152,20 @@ def test_shift_across_the_fall_back_fold_is_in_service_twice() -> None:
         ("2026-11-01T05:30Z", "2026-11-01T06:00Z"),
         ("2026-11-01T06:30Z", "2026-11-01T08:00Z"),
     )
+
+
+def test_next_opening_is_the_first_window_start() -> None:
+    gap = Hours(NY, [Shift(["sun"], "02:30", "04:00")])  # opens at the jump, 03:00 EDT
+    assert next_opening(gap, ms("2026-03-07T00:00Z")) == ms("2026-03-08T07:00Z")
+    # closed on Friday: the overnight shift from Friday opens at Saturday's midnight
+    friday = Hours(NY, [Shift(["fri"], "22:00", "06:00")], ["2026-03-06"])
+    assert next_opening(friday, ms("2026-03-06T12:00Z")) == ms("2026-03-07T05:00Z")
+    # between the two 01:30s of the fall-back night: the second one
+    fold = Hours(NY, [Shift(["sun"], "01:30", "03:00")])
+    assert next_opening(fold, ms("2026-11-01T06:10Z")) == ms("2026-11-01T06:30Z")
+    assert next_opening(fold, ms("2026-11-01T07:00Z")) == ms("2026-11-01T07:00Z")  # open now
+    assert next_opening(Hours(NY), ms("2026-11-01T07:00Z")) is None
+    assert next_opening(None, 5) == 5
 
 
 def test_overnight_shift_across_spring_forward() -> None:
