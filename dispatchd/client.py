@@ -14,7 +14,7 @@ stream) with the stream entry id added as ``"_entry"``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
@@ -25,14 +25,20 @@ from dispatchd.protocol import (
     AgentReadyCmd,
     ArriveCmd,
     CloseSessionCmd,
+    CloseTicketCmd,
     ConfirmCloseCmd,
+    CreateTicketCmd,
     CustomerLeaveCmd,
     CustomerMessageCmd,
+    ForwardTicketCmd,
     GatewayCommand,
     InviteAgentCmd,
     QueryPositionCmd,
+    QueryTicketCmd,
     RequestCloseCmd,
+    RespondTicketCmd,
     SetAgentStatusCmd,
+    TicketFieldValue,
     TransferSessionCmd,
 )
 
@@ -140,6 +146,50 @@ class GatewayClient:
 
     async def query_position(self, session: str, *, id: str | None = None) -> str:
         return await self.send(QueryPositionCmd(id=id or new_id(), session=session))
+
+    # ------------------------------------------------------------------------- tickets
+
+    async def create_ticket(
+        self, ticket: str, ticket_type: str, group: str, *, by: str | None = None,
+        fields: Mapping[str, TicketFieldValue] | None = None, title: str = "",
+        priority: int = 0, order_id: str | None = None, order_owner: str | None = None,
+        id: str | None = None,
+    ) -> str:
+        """A ticket of ``ticket_type`` for ``group``, created ``by`` a system or an agent
+        (default: this gateway's id); ``order_owner`` needs ``order_id``."""
+        creator = by or self.gateway
+        if not creator:
+            raise ValueError("create_ticket needs `by` when the client has no gateway id")
+        return await self.send(CreateTicketCmd(
+            id=id or new_id(), ticket=ticket, ticket_type=ticket_type, group=group,
+            by=creator, fields=dict(fields or {}), title=title, priority=priority,
+            order_id=order_id, order_owner=order_owner))
+
+    async def respond_ticket(
+        self, ticket: str, agent: str, *, note: str = "", id: str | None = None
+    ) -> str:
+        """The handler ``agent`` works on its ticket (the first time: its first response)."""
+        return await self.send(
+            RespondTicketCmd(id=id or new_id(), ticket=ticket, agent=agent, note=note))
+
+    async def forward_ticket(
+        self, ticket: str, agent: str, to_group: str, *, note: str = "",
+        id: str | None = None,
+    ) -> str:
+        """The handler ``agent`` sends its ticket on to ``to_group``."""
+        return await self.send(ForwardTicketCmd(
+            id=id or new_id(), ticket=ticket, agent=agent, to_group=to_group, note=note))
+
+    async def close_ticket(
+        self, ticket: str, agent: str, resolution: str, *, id: str | None = None
+    ) -> str:
+        """The handler ``agent`` closes its ticket with a ``resolution``."""
+        return await self.send(CloseTicketCmd(
+            id=id or new_id(), ticket=ticket, agent=agent, resolution=resolution))
+
+    async def query_ticket(self, ticket: str, *, id: str | None = None) -> str:
+        """Ask for a ``ticket_status`` event."""
+        return await self.send(QueryTicketCmd(id=id or new_id(), ticket=ticket))
 
     # ------------------------------------------------------------------------- reading
 

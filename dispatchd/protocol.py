@@ -115,6 +115,71 @@ class QueryPositionCmd(_GatewayCommand, frozen=True, tag="query_position"):
     session: Id
 
 
+# ------------------------------------------------------------------------- tickets
+# Mirrors of lua/tickets/*.lua. The scripts measure text in bytes, so the daemon does
+# too (in __post_init__, which msgspec runs while decoding: its ValueError becomes a
+# DecodeError, hence E_INVALID): a command it accepts is never refused for size later.
+
+TicketFieldValue = Annotated[str, msgspec.Meta(max_length=100_000)] | Int64 | float | bool
+
+
+def _check_bytes(cmd: msgspec.Struct, limits: tuple[tuple[str, int], ...]) -> None:
+    for name, limit in limits:
+        if len(getattr(cmd, name).encode()) > limit:
+            raise ValueError(f"Expected `str` of at most {limit} UTF-8 bytes - at `$.{name}`")
+
+
+class CreateTicketCmd(_GatewayCommand, frozen=True, tag="create_ticket"):
+    ticket: Id
+    ticket_type: Id
+    """The ticket's type; ``type`` is the command tag, so the script gets it as ``type``."""
+    group: Id
+    by: Annotated[str, msgspec.Meta(min_length=1)]
+    """Who creates it (a system or an agent id), at most 256 bytes."""
+    fields: Annotated[dict[Id, TicketFieldValue], msgspec.Meta(max_length=100)] = {}
+    title: str = ""
+    priority: Priority = 0
+    order_id: Id | None = None
+    order_owner: Id | None = None
+
+    def __post_init__(self) -> None:
+        _check_bytes(self, (("by", 256), ("title", 500)))
+
+
+class RespondTicketCmd(_GatewayCommand, frozen=True, tag="respond_ticket"):
+    ticket: Id
+    agent: Id
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        _check_bytes(self, (("note", 4000),))
+
+
+class ForwardTicketCmd(_GatewayCommand, frozen=True, tag="forward_ticket"):
+    """Forwarded by its handler ``agent`` (a supervisor's forward is the admin API's)."""
+
+    ticket: Id
+    agent: Id
+    to_group: Id
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        _check_bytes(self, (("note", 4000),))
+
+
+class CloseTicketCmd(_GatewayCommand, frozen=True, tag="close_ticket"):
+    ticket: Id
+    agent: Id
+    resolution: Annotated[str, msgspec.Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        _check_bytes(self, (("resolution", 4000),))
+
+
+class QueryTicketCmd(_GatewayCommand, frozen=True, tag="query_ticket"):
+    ticket: Id
+
+
 GatewayCommand = (
     ArriveCmd
     | CustomerMessageCmd
@@ -128,6 +193,11 @@ GatewayCommand = (
     | SetAgentStatusCmd
     | AgentReadyCmd
     | QueryPositionCmd
+    | CreateTicketCmd
+    | RespondTicketCmd
+    | ForwardTicketCmd
+    | CloseTicketCmd
+    | QueryTicketCmd
 )
 
 COMMAND_TYPES: frozenset[str] = frozenset(
@@ -143,6 +213,8 @@ _msgpack_encoder = msgspec.msgpack.Encoder()
 
 # Fields the daemon never passes on to the scripts.
 _ENVELOPE = ("type", "tenant", "ts")
+# Protocol field name -> the scripts' name, where the envelope's "type" is in the way.
+_SCRIPT_NAMES = {"ticket_type": "type"}
 
 
 class Rejected(msgspec.Struct, frozen=True):
@@ -212,6 +284,9 @@ def to_script(cmd: GatewayCommand, entry_id: str) -> dict[str, Any]:
     op = doc["type"]
     for key in _ENVELOPE:
         doc.pop(key, None)
+    for name, script_name in _SCRIPT_NAMES.items():
+        if name in doc:
+            doc[script_name] = doc.pop(name)
     doc["op"], doc["_id"], doc["_e"] = op, doc.pop("id"), entry_id
     return doc
 

@@ -9,6 +9,7 @@ module only reads, except :func:`refresh_windows`, which goes through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -323,7 +324,5 @@ async def windows_loop(engine: Engine, tenants: Sequence[str], stop: asyncio.Eve
                 await refresh_windows(engine, tenant, clock())
             except Exception:  # one tenant's bad data must not stop the others
                 log.exception("service windows refresh failed", extra={"tenant": tenant})
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
-        except TimeoutError:
-            pass

@@ -22,13 +22,18 @@ from dispatchd.protocol import (
     AgentReadyCmd,
     ArriveCmd,
     CloseSessionCmd,
+    CloseTicketCmd,
     ConfirmCloseCmd,
+    CreateTicketCmd,
     CustomerLeaveCmd,
     CustomerMessageCmd,
+    ForwardTicketCmd,
     InviteAgentCmd,
     QueryPositionCmd,
+    QueryTicketCmd,
     Rejected,
     RequestCloseCmd,
+    RespondTicketCmd,
     SetAgentStatusCmd,
     TransferSessionCmd,
 )
@@ -89,6 +94,32 @@ EXAMPLES: list[tuple[Any, dict[str, Any]]] = [
      {"op": "agent_ready", "_id": "c12", "_e": E, "agent": "ann"}),
     (QueryPositionCmd(id="c13", session="s1"),
      {"op": "query_position", "_id": "c13", "_e": E, "session": "s1"}),
+    # the ticket's type travels as "ticket_type" ("type" is the tag); the script's is "type"
+    (CreateTicketCmd(id="c14", ticket="t1", ticket_type="refund", group="back", by="shop 1",
+                     fields={"order_no": "A-1", "amount": 12.5, "qty": 2, "urgent": True},
+                     title="Refund", priority=-7, order_id="o1", order_owner="ann"),
+     {"op": "create_ticket", "_id": "c14", "_e": E, "ticket": "t1", "type": "refund",
+      "group": "back", "by": "shop 1",
+      "fields": {"order_no": "A-1", "amount": 12.5, "qty": 2, "urgent": True},
+      "title": "Refund", "priority": -7, "order_id": "o1", "order_owner": "ann"}),
+    (CreateTicketCmd(id="c14b", ticket="t1", ticket_type="refund", group="back", by="shop"),
+     {"op": "create_ticket", "_id": "c14b", "_e": E, "ticket": "t1", "type": "refund",
+      "group": "back", "by": "shop", "fields": {}, "title": "", "priority": 0,
+      "order_id": None, "order_owner": None}),
+    (RespondTicketCmd(id="c15", ticket="t1", agent="ann", note="on it"),
+     {"op": "respond_ticket", "_id": "c15", "_e": E, "ticket": "t1", "agent": "ann",
+      "note": "on it"}),
+    (RespondTicketCmd(id="c15b", ticket="t1", agent="ann"),
+     {"op": "respond_ticket", "_id": "c15b", "_e": E, "ticket": "t1", "agent": "ann",
+      "note": ""}),
+    (ForwardTicketCmd(id="c16", ticket="t1", agent="ann", to_group="legal", note="yours"),
+     {"op": "forward_ticket", "_id": "c16", "_e": E, "ticket": "t1", "agent": "ann",
+      "to_group": "legal", "note": "yours"}),
+    (CloseTicketCmd(id="c17", ticket="t1", agent="ann", resolution="refunded"),
+     {"op": "close_ticket", "_id": "c17", "_e": E, "ticket": "t1", "agent": "ann",
+      "resolution": "refunded"}),
+    (QueryTicketCmd(id="c18", ticket="t1"),
+     {"op": "query_ticket", "_id": "c18", "_e": E, "ticket": "t1"}),
 ]
 
 
@@ -114,15 +145,17 @@ def rejected(fields: dict[bytes, bytes], tenant: str = T) -> Rejected:
 
 
 def documented_command_types() -> set[str]:
-    """The ``type`` column of the commands table of docs/protocol.md."""
+    """The ``type`` column of the command tables of docs/protocol.md (sessions, tickets)."""
     text = DOCS.read_text(encoding="utf-8")
-    table = text.split("| type | fields | effect |", 1)[1].split("\n\n", 1)[0]
-    return set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M))
+    tables = [t.split("\n\n", 1)[0] for t in text.split("| type | fields | effect |")[1:]]
+    assert len(tables) == 2
+    return {name for table in tables
+            for name in re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)}
 
 
 def test_command_types_are_the_documented_ones():
     assert documented_command_types() == p.COMMAND_TYPES
-    assert len(p.COMMAND_TYPES) == 12
+    assert len(p.COMMAND_TYPES) == 17
     covered = {type(c).__struct_config__.tag for c, _ in EXAMPLES}
     assert covered == p.COMMAND_TYPES
 
@@ -171,6 +204,39 @@ def test_transfer_force_cannot_be_smuggled_in():
     cmd = p.decode_entry(js({"type": "transfer_session", "id": "x", "session": "s",
                              "to_agent": "a", "force": True}), T)
     assert "force" not in p.to_script(cmd, E)
+
+
+def test_supervisor_cannot_be_smuggled_into_ticket_commands():
+    """A gateway never acts as a supervisor: the scripts' ``supervisor`` is not passed on."""
+    for doc in (FORWARD, CLOSE):
+        cmd = p.decode_entry(js(doc | {"supervisor": "boss"}), T)
+        assert "supervisor" not in p.to_script(cmd, E)
+    assert rejected(js({k: v for k, v in CLOSE.items() if k != "agent"}
+                       | {"supervisor": "boss"})).code == "E_INVALID"
+
+
+def test_ticket_type_is_not_the_command_type():
+    fields = p.encode_command(QueryTicketCmd(id="q", ticket="t1"))
+    assert json.loads(fields[b"json"])["type"] == "query_ticket"
+    doc = json.loads(p.encode_command(CreateTicketCmd(
+        id="c", ticket="t1", ticket_type="refund", group="g", by="x"))[b"json"])
+    assert (doc["type"], doc["ticket_type"]) == ("create_ticket", "refund")
+    # a gateway that puts the ticket's type under "type" sends an unknown command
+    r = rejected(js(TK | {"type": "refund"}))
+    assert r.code == "E_UNKNOWN_TYPE"
+
+
+def test_ticket_byte_limits_name_the_field():
+    r = rejected(js(RESPOND | {"note": "é" * 2001}))
+    assert r.message == "Expected `str` of at most 4000 UTF-8 bytes - at `$.note`"
+
+
+def test_ticket_commands_check_their_limits_when_built():
+    """The client's commands are checked where they are made, before they are sent."""
+    with pytest.raises(ValueError, match=r"\$\.resolution"):
+        CloseTicketCmd(id="c", ticket="t1", agent="a", resolution="x" * 4001)
+    with pytest.raises(ValueError, match=r"\$\.by"):
+        CreateTicketCmd(id="c", ticket="t1", ticket_type="r", group="g", by="é" * 129)
 
 
 def test_json_field_wins_when_both_are_present():
@@ -321,6 +387,47 @@ INVALID: list[tuple[str, dict[str, Any], str | None]] = [
     ("agent-missing", {"type": "agent_message", "id": "c1", "session": "s"}, "c1"),
 ]
 
+# Tickets: the scripts' limits, text in UTF-8 bytes (lua/tickets/*.lua).
+TK = {"type": "create_ticket", "id": "c1", "ticket": "t1", "ticket_type": "refund",
+      "group": "back", "by": "shop"}
+RESPOND = {"type": "respond_ticket", "id": "c1", "ticket": "t1", "agent": "ann"}
+FORWARD = {"type": "forward_ticket", "id": "c1", "ticket": "t1", "agent": "ann",
+           "to_group": "legal"}
+CLOSE = {"type": "close_ticket", "id": "c1", "ticket": "t1", "agent": "ann",
+         "resolution": "done"}
+INVALID += [
+    ("ticket-missing", {k: v for k, v in TK.items() if k != "ticket"}, "c1"),
+    ("ticket-bad-id", TK | {"ticket": "t/1"}, "c1"),
+    ("ticket_type-missing", {k: v for k, v in TK.items() if k != "ticket_type"}, "c1"),
+    ("ticket_type-int", TK | {"ticket_type": 1}, "c1"),
+    ("by-missing", {k: v for k, v in TK.items() if k != "by"}, "c1"),
+    ("by-empty", TK | {"by": ""}, "c1"),
+    ("by-257-bytes", TK | {"by": "b" * 257}, "c1"),
+    ("by-258-bytes-in-129-chars", TK | {"by": "é" * 129}, "c1"),
+    ("title-501-bytes", TK | {"title": "t" * 501}, "c1"),
+    ("title-null", TK | {"title": None}, "c1"),
+    ("ticket-priority-1001", TK | {"priority": 1001}, "c1"),
+    ("fields-list", TK | {"fields": [1]}, "c1"),
+    ("fields-101", TK | {"fields": {f"f{i}": i for i in range(101)}}, "c1"),
+    ("fields-bad-name", TK | {"fields": {"a b": 1}}, "c1"),
+    ("fields-null-value", TK | {"fields": {"a": None}}, "c1"),
+    ("fields-list-value", TK | {"fields": {"a": [1]}}, "c1"),
+    ("fields-object-value", TK | {"fields": {"a": {"b": 1}}}, "c1"),
+    ("order_owner-bad-id", TK | {"order_id": "o1", "order_owner": "a b"}, "c1"),
+    ("respond-note-4001-bytes", RESPOND | {"note": "n" * 4001}, "c1"),
+    ("respond-note-4002-bytes-in-1334-chars", RESPOND | {"note": "回" * 1334}, "c1"),
+    ("respond-agent-missing", {k: v for k, v in RESPOND.items() if k != "agent"}, "c1"),
+    ("forward-to_group-missing", {k: v for k, v in FORWARD.items() if k != "to_group"},
+     "c1"),
+    ("forward-agent-missing", {k: v for k, v in FORWARD.items() if k != "agent"}, "c1"),
+    ("forward-note-4001-bytes", FORWARD | {"note": "n" * 4001}, "c1"),
+    ("close-resolution-empty", CLOSE | {"resolution": ""}, "c1"),
+    ("close-resolution-missing", {k: v for k, v in CLOSE.items() if k != "resolution"}, "c1"),
+    ("close-resolution-4001-bytes", CLOSE | {"resolution": "ü" * 2000 + "u"}, "c1"),
+    ("close-agent-missing", {k: v for k, v in CLOSE.items() if k != "agent"}, "c1"),
+    ("query_ticket-ticket-int", {"type": "query_ticket", "id": "c1", "ticket": 1}, "c1"),
+]
+
 
 @pytest.mark.parametrize(("doc", "cid"), [(d, c) for _, d, c in INVALID],
                          ids=[n for n, _, _ in INVALID])
@@ -351,6 +458,15 @@ LIMITS_OK: list[tuple[str, dict[str, Any]]] = [
     ("group-null", A | {"group": None}),
     ("attributes-32", A | {"attributes": {f"k{i}": i for i in range(32)}}),
     ("attributes-empty", A | {"attributes": {}}),
+    ("by-256-bytes", TK | {"by": "é" * 128}),
+    ("title-500-bytes", TK | {"title": "回" * 166 + "tt"}),
+    ("fields-100", TK | {"fields": {f"f{i}": i for i in range(100)}}),
+    ("fields-values", TK | {"fields": {"s": "x", "i": -(2**63), "f": 0.5, "b": False}}),
+    ("ticket-priority--1000", TK | {"priority": -1000}),
+    ("order_owner-without-order_id", TK | {"order_owner": "ann"}),   # the script's E_BAD_ARG
+    ("note-4000-bytes", RESPOND | {"note": "é" * 2000}),
+    ("forward-note-4000-bytes", FORWARD | {"note": "n" * 4000}),
+    ("resolution-4000-bytes", CLOSE | {"resolution": "ü" * 2000}),
 ]
 
 

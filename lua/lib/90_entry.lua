@@ -47,8 +47,10 @@ local function record_ticket(e, json)
 end
 
 -- Turn event `e` (in place) into its outbound form (docs/protocol.md), record it in its
--- session's history, and return its JSON.
+-- session's history, and return its JSON. On the stream `type` is the event's name, so
+-- the ticket type some ticket events carry in `type` goes out as `ticket_type`.
 local function outbound(e, now, cmd_id, sessions)
+  e.ticket_type = e.type
   e.type, e.event = OUT_NAMES[e.event] or e.event, nil
   e.ts, e.cmd = now, cmd_id
   local sid = e.session
@@ -152,7 +154,7 @@ local STAT = {
     bump(st, e.over_capacity and "rea over_capacity" or "rea within_capacity")
   end,
   error = function(st, e) bump(st, "err " .. e.code) end,
-  ticket_created = function(st, e) bump(st, "tkc " .. e.group .. " " .. e.type) end,
+  ticket_created = function(st, e) bump(st, "tkc " .. e.group .. " " .. e.ticket_type) end,
   ticket_assigned = function(st, e)
     bump(st, "tka " .. e.group .. " " .. e.via .. " " .. e.reason)
   end,

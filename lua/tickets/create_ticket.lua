@@ -9,11 +9,25 @@
                        priority=0, order_id?, order_owner? (the order's owner, an agent
                        id: preferred as handler of the order's tickets)}
   Returns: msgpack [{event="ticket_created", ...}, then ticket_assigned | ticket_queued |
-           ticket_held]
+           ticket_held; before that one, the events of the tickets already waiting in
+           the group when its look at them was due and not yet ticked (they go first)]
   Errors:  "E_BAD_ID <field>", "E_BAD_ARG <field>", "E_TICKET_EXISTS <id>",
            "E_TICKET_TYPE_UNKNOWN <id>", "E_GROUP_UNKNOWN <id>",
            "E_TICKET_FIELD <what is wrong, naming the field>"
 ]]
+local MONTH_DAYS = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
+
+-- A calendar date "YYYY-MM-DD" (the shape alone would let 2026-13-45 through).
+local function is_date(v)
+  if type(v) ~= "string" then return false end
+  local y, m, d = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
+  if not y then return false end
+  y, m, d = tonumber(y), tonumber(m), tonumber(d)
+  if m < 1 or m > 12 or d < 1 then return false end
+  local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
+  return d <= MONTH_DAYS[m] + ((m == 2 and leap) and 1 or 0)
+end
+
 local function check_field(f, v)
   local t, n = f.type, f.name
   if t == "string" then
@@ -23,7 +37,7 @@ local function check_field(f, v)
     end
     if f.required and v == "" then L.fail("E_TICKET_FIELD", "missing required field " .. n) end
   elseif t == "integer" then
-    if type(v) ~= "number" or v ~= math.floor(v) or v ~= v or math.abs(v) > 2 ^ 53 then
+    if type(v) ~= "number" or v ~= math.floor(v) or v ~= v or math.abs(v) >= 1e14 then
       L.fail("E_TICKET_FIELD", n .. ": expected an integer")
     end
   elseif t == "number" then
@@ -33,9 +47,7 @@ local function check_field(f, v)
   elseif t == "boolean" then
     if type(v) ~= "boolean" then L.fail("E_TICKET_FIELD", n .. ": expected true or false") end
   elseif t == "date" then
-    if type(v) ~= "string" or not v:match("^%d%d%d%d%-[01]%d%-[0-3]%d$") then
-      L.fail("E_TICKET_FIELD", n .. ": expected a date YYYY-MM-DD")
-    end
+    if not is_date(v) then L.fail("E_TICKET_FIELD", n .. ": expected a date YYYY-MM-DD") end
   elseif t == "enum" then
     local ok = false
     for _, x in ipairs(f.values) do if x == v then ok = true end end
