@@ -3,13 +3,15 @@
 docs/metrics.md lists each metric with its type, unit, labels, meaning and source; a test
 keeps the two in step. Conventions: counters end in ``_total``, durations in ``_seconds``,
 ratios in ``_ratio``; labels take values from closed sets only (tenant, group, outcome,
-kind, tier, via, status, code, script), never session or agent ids.
+kind, tier, via, reason, status, code, script, and a ticket's type), never session,
+ticket or agent ids.
 
 Three kinds of source feed it:
 
-* counters and histograms from the ``gateway_batch`` results (:mod:`dispatchd.observe`),
-  updated as batches are applied;
-* gauges that describe Redis state (queues, agents, streams) from the sampler
+* counters and histograms from the ``gateway_batch`` results and from the events of
+  commands applied through the engine (the admin API) (:mod:`dispatchd.observe`),
+  updated as they are applied;
+* gauges that describe Redis state (queues, agents, tickets, streams) from the sampler
   (:mod:`dispatchd.sampler`): it writes a :class:`Snapshot` every few seconds and
   :class:`SnapshotCollector` serves the latest one, so a scrape never touches Redis;
 * process and build information.
@@ -39,6 +41,10 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 #: Commands in one gateway_batch call.
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+#: Seconds: back-office tickets, from creation to first response or resolution: a minute
+#: to four weeks (1, 5, 15, 30 min; 1, 2, 4, 8, 16 h; 1, 2, 3, 5 days; 1, 2, 4 weeks).
+TICKET_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 57600, 86400, 172800,
+                  259200, 432000, 604800, 1209600, 2419200)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -165,6 +171,37 @@ CONSUMER_STEP = _gauge(
 BUILD_INFO = _gauge("build_info", "Always 1; the version of the running daemon.", ("version",))
 BUILD_INFO.labels(package_version("dispatchd")).set(1)
 
+# ------------------------------------------------- tickets (gateway batches and admin API)
+
+TICKETS_CREATED = _counter("tickets_created", "Tickets created, by group and ticket type.",
+                           ("tenant", "group", "type"))
+TICKETS_ASSIGNED = _counter(
+    "tickets_assigned",
+    "Tickets given to a handler, by group, via (owner, order_history, balanced, manual) and "
+    "reason (created, forwarded, queue, shift_start, untouched, manual).",
+    ("tenant", "group", "via", "reason"))
+TICKETS_REASSIGNED = _counter(
+    "tickets_reassigned",
+    "Tickets taken from a handler who had not touched them (also in tickets_assigned with "
+    "reason untouched).", ("tenant", "group"))
+TICKETS_FORWARDED = _counter("tickets_forwarded", "Tickets forwarded from a group to another.",
+                             ("tenant", "from_group", "to_group"))
+TICKET_LOOPS = _counter(
+    "ticket_loops", "Forwards into a group the ticket had already been in, by that group.",
+    ("tenant", "group"))
+TICKETS_OVERDUE = _counter(
+    "tickets_overdue",
+    "Tickets that went past an SLA target, by their group then and kind (first_response, "
+    "resolution).", ("tenant", "group", "kind"))
+TICKET_RESOLUTION = _histogram(
+    "ticket_resolution_seconds",
+    "From a ticket's creation to its close, across every hop, by the group that closed it.",
+    ("tenant", "group"), TICKET_BUCKETS)
+TICKET_FIRST_RESPONSE = _histogram(
+    "ticket_first_response_seconds",
+    "From a ticket's creation to its first response, across every hop, by the group it was "
+    "in then.", ("tenant", "group"), TICKET_BUCKETS)
+
 # ------------------------------------------------------------------------ the sampler
 
 SAMPLER_RUNS = _counter("sampler_runs", "Sampler passes, by outcome (ok, error).",
@@ -206,6 +243,11 @@ SAMPLED: dict[str, tuple[str, tuple[str, ...]]] = {
     "stream_oldest_entry_age_seconds": (
         "Age of the oldest inbound command not yet applied (0 when none).", ("tenant",)),
     "dead_letter_entries": ("Entries in the tenant's dead-letter stream.", ("tenant",)),
+    "open_tickets": ("Open tickets in the group (held, queued, assigned or in progress).",
+                     ("tenant", "group")),
+    "waiting_tickets": ("Tickets of the group waiting for a handler (held or queued).",
+                        ("tenant", "group")),
+    "overdue_tickets": ("Open tickets past an SLA target they have not met.", ("tenant",)),
 }
 
 #: One sampled value: its label values (in the order of SAMPLED) and the value.

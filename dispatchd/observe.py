@@ -8,13 +8,15 @@ observation (the command's latency). Commands applied through
 them to :func:`observe_events`.
 
 Label values from outside the closed sets are folded: an unknown command type becomes
-``invalid``, an unknown error code ``E_OTHER``, a free-text close reason ``other``.
+``invalid``, an unknown error code ``E_OTHER``, a free-text close reason ``other``, and so
+does a ticket assignment's ``via`` or ``reason`` or an overdue ``kind`` this version does
+not know.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -27,6 +29,13 @@ from dispatchd.messages import (
     Preclosed,
     Reactivated,
     Released,
+    TicketAssigned,
+    TicketClosed,
+    TicketCreated,
+    TicketForwarded,
+    TicketLoop,
+    TicketOverdue,
+    TicketResponded,
     Transferred,
 )
 
@@ -38,6 +47,10 @@ CLOSE_REASONS = frozenset({
     "resolved", "customer_left", "abandoned", "queue_timeout", "customer_silence",
     "confirm_timeout", "closed", "callback",
 })
+TICKET_VIAS = frozenset({"owner", "order_history", "balanced", "manual"})
+TICKET_REASONS = frozenset({"created", "forwarded", "queue", "shift_start", "untouched",
+                            "manual"})
+OVERDUE_KINDS = ("first_response", "resolution")
 PROTOCOL_CODES = (protocol.E_MALFORMED, protocol.E_TOO_LARGE, protocol.E_UNKNOWN_TYPE,
                   protocol.E_INVALID, protocol.E_WRONG_TENANT, "E_INTERNAL", "E_UNKNOWN_OP")
 
@@ -57,6 +70,8 @@ class BatchStats(msgspec.Struct, frozen=True):
     ans: list[Any] = []
     ab: list[Any] = []
     fr: list[Any] = []
+    tkr: list[Any] = []
+    tkfr: list[Any] = []
 
 
 def _kind(op: str) -> str:
@@ -69,6 +84,10 @@ def _code(code: str) -> str:
 
 def _reason(reason: str | None) -> str:
     return reason if reason in CLOSE_REASONS else "other"
+
+
+def _fold(value: str, known: Container[str]) -> str:
+    return value if value in known else "other"
 
 
 # ------------------------------------------------------------------ gateway batches
@@ -102,11 +121,14 @@ def record_batch(
     for key, n in stats.n.items():
         _count(tenant, key, n)
     _record_waits(tenant, stats)
+    _record_ticket_times(tenant, stats)
 
 
 def _count(tenant: str, key: str, n: int) -> None:
     what, _, rest = key.partition(" ")
-    if what == "cmd":
+    if what.startswith("tk"):
+        _count_tickets(tenant, what, rest.split(" "), n)
+    elif what == "cmd":
         outcome, _, op = rest.partition(" ")
         metrics.COMMANDS.labels(tenant, _kind(op), outcome).inc(n)
     elif what == "asg":
@@ -144,6 +166,35 @@ def _record_waits(tenant: str, stats: BatchStats) -> None:
             metrics.FIRST_RESPONSE.observe((tenant, fr[i]), fr[i + 1] / 1000)
 
 
+def _count_tickets(tenant: str, what: str, labels: list[str], n: int) -> None:
+    if what == "tkc":
+        metrics.TICKETS_CREATED.labels(tenant, *labels).inc(n)
+    elif what == "tka":
+        group, via, reason = labels
+        _ticket_assigned(tenant, group, via, reason, n)
+    elif what == "tkf":
+        metrics.TICKETS_FORWARDED.labels(tenant, *labels).inc(n)
+    elif what == "tkl":
+        metrics.TICKET_LOOPS.labels(tenant, *labels).inc(n)
+    elif what == "tko":
+        group, kind = labels
+        metrics.TICKETS_OVERDUE.labels(tenant, group, _fold(kind, OVERDUE_KINDS)).inc(n)
+
+
+def _ticket_assigned(tenant: str, group: str, via: str, reason: str, n: int = 1) -> None:
+    metrics.TICKETS_ASSIGNED.labels(
+        tenant, group, _fold(via, TICKET_VIAS), _fold(reason, TICKET_REASONS)).inc(n)
+    if reason == "untouched":
+        metrics.TICKETS_REASSIGNED.labels(tenant, group).inc(n)
+
+
+def _record_ticket_times(tenant: str, stats: BatchStats) -> None:
+    for pairs, histogram in ((stats.tkr, metrics.TICKET_RESOLUTION),
+                             (stats.tkfr, metrics.TICKET_FIRST_RESPONSE)):
+        for i in range(0, len(pairs) - 1, 2):
+            histogram.observe((tenant, pairs[i]), pairs[i + 1] / 1000)
+
+
 def record_call(seconds: float) -> None:
     """One pipelined round trip of ``gateway_batch`` calls took ``seconds``."""
     metrics.LUA_CALL.observe(("gateway_batch",), seconds)
@@ -175,10 +226,10 @@ def last_step() -> float:
 def observe_events(tenant: str, events: Iterable[object]) -> None:
     """Count the typed events of commands applied through ``Engine`` (not the gateway).
 
-    Events, assignments, transfers, alerts, closes, pre-closes and reactivations are
-    counted like the gateway's. Answers, abandonments and first responses (the service
-    level) are not: whether an assignment is a session's first, and a first response's
-    group, are only known on the gateway path.
+    Events, assignments, transfers, alerts, closes, pre-closes, reactivations and every
+    ticket metric are counted like the gateway's. Answers, abandonments and first
+    responses of sessions (the service level) are not: whether an assignment is a
+    session's first, and a first response's group, are only known on the gateway path.
     """
     for e in events:
         kind = getattr(e, "__struct_config__", None)
@@ -199,7 +250,27 @@ def observe_events(tenant: str, events: Iterable[object]) -> None:
             case Reactivated():
                 outcome = "over_capacity" if e.over_capacity else "within_capacity"
                 metrics.REACTIVATED.labels(tenant, outcome).inc()
+            case _:
+                _observe_ticket(tenant, e)
         metrics.EVENTS.labels(tenant, "closed" if tag in ("released", "abandoned") else tag).inc()
+
+
+def _observe_ticket(tenant: str, e: object) -> None:
+    match e:
+        case TicketCreated():
+            metrics.TICKETS_CREATED.labels(tenant, e.group, e.type).inc()
+        case TicketAssigned():
+            _ticket_assigned(tenant, e.group, e.via, e.reason)
+        case TicketForwarded():
+            metrics.TICKETS_FORWARDED.labels(tenant, e.from_group, e.to_group).inc()
+        case TicketLoop():
+            metrics.TICKET_LOOPS.labels(tenant, e.group).inc()
+        case TicketOverdue():
+            metrics.TICKETS_OVERDUE.labels(tenant, e.group, _fold(e.kind, OVERDUE_KINDS)).inc()
+        case TicketResponded(first_response_ms=int(ms)):
+            metrics.TICKET_FIRST_RESPONSE.observe((tenant, e.group), ms / 1000)
+        case TicketClosed():
+            metrics.TICKET_RESOLUTION.observe((tenant, e.group), e.resolution_ms / 1000)
 
 
 # --------------------------------------------------------------- series initialisation
@@ -220,7 +291,7 @@ def init_tenant(tenant: str) -> None:
 
 
 def init_group(tenant: str, group: str) -> None:
-    """Create the group's service-level and alert counters at 0."""
+    """Create the group's service-level, alert and ticket counters at 0."""
     for outcome in WITHIN:
         metrics.ANSWERED.labels(tenant, group, outcome)
         metrics.ABANDONED.labels(tenant, group, outcome)
@@ -230,3 +301,9 @@ def init_group(tenant: str, group: str) -> None:
         metrics.TRANSFERS.labels(tenant, group, kind)
     metrics.QUEUE_WAIT.labels(tenant, group)
     metrics.FIRST_RESPONSE.labels(tenant, group)
+    metrics.TICKETS_REASSIGNED.labels(tenant, group)
+    metrics.TICKET_LOOPS.labels(tenant, group)
+    for kind in OVERDUE_KINDS:
+        metrics.TICKETS_OVERDUE.labels(tenant, group, kind)
+    metrics.TICKET_RESOLUTION.labels(tenant, group)
+    metrics.TICKET_FIRST_RESPONSE.labels(tenant, group)

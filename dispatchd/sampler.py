@@ -5,9 +5,11 @@ builds a :data:`~dispatchd.metrics.Snapshot` and hands it to
 :data:`~dispatchd.metrics.SNAPSHOT`. Per tenant it costs three pipelined round trips:
 
 1. the tenant's groups and agents, its consumer group (``XINFO GROUPS``), the length and
-   oldest entry of ``{t}:in``, the length of ``{t}:dead``;
+   oldest entry of ``{t}:in``, the length of ``{t}:dead``, its open tickets per group
+   (one hash) and how many are overdue;
 2. per group: the queue's size and its first :data:`HEAD_SCAN` members (oldest real and
-   virtual wait), the group's service-level settings and its members;
+   virtual wait), the group's service-level settings and its members, and how many of
+   its tickets wait for a handler;
 3. per agent: status, capacity, load and pre-closed count (``HMGET``), in chunks.
 
 Every replica samples every tenant it serves, so the gauges exist even while the holder
@@ -127,9 +129,11 @@ class Sampler:
         pipe.xlen(inbound)
         pipe.xrange(inbound, count=1)
         pipe.xlen(keys.key("dead", tenant))
-        groups_raw, agents_raw, info, length, oldest, dead = await pipe.execute(
-            raise_on_error=False)
-        for reply in (groups_raw, agents_raw, length, oldest, dead):
+        pipe.hgetall(keys.key("tickets_open", tenant))
+        pipe.zcard(keys.key("tickets_overdue", tenant))
+        groups_raw, agents_raw, info, length, oldest, dead, open_raw, overdue = (
+            await pipe.execute(raise_on_error=False))
+        for reply in (groups_raw, agents_raw, length, oldest, dead, open_raw, overdue):
             if isinstance(reply, Exception):
                 raise reply
         now_ms = float(self.clock())
@@ -137,9 +141,12 @@ class Sampler:
         # stream ids carry the server's wall clock, whatever the daemon's clock is
         self._streams(t, info, length, oldest, time.time() * 1000, snap)
         snap["dead_letter_entries"].append((t, float(_int(dead))))
+        snap["overdue_tickets"].append((t, float(_int(overdue))))
         agents = await self._agents(tenant, sorted(_s(a) for a in _set(agents_raw)))
         self._agent_totals(t, agents, snap)
-        await self._groups(tenant, sorted(_s(g) for g in _set(groups_raw)), agents, now_ms, snap)
+        open_tickets = {_s(g): _int(n) for g, n in (open_raw or {}).items()}
+        await self._groups(tenant, sorted(_s(g) for g in _set(groups_raw)), agents,
+                           open_tickets, now_ms, snap)
 
     @staticmethod
     def _streams(t: tuple[str], info: Any, length: Any, oldest: Any, now_ms: float,
@@ -194,23 +201,27 @@ class Sampler:
     # -------------------------------------------------------------------------- groups
 
     async def _groups(self, tenant: str, groups: list[str], agents: dict[str, _Agent],
-                      now_ms: float, snap: dict[str, list[metrics.Sample]]) -> None:
+                      open_tickets: dict[str, int], now_ms: float,
+                      snap: dict[str, list[metrics.Sample]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for g in groups:
             pipe.zcard(keys.key("queue", tenant, g))
             pipe.zrange(keys.key("queue", tenant, g), 0, HEAD_SCAN - 1, withscores=True)
             pipe.hget(keys.key("group", tenant, g), "timers")
             pipe.hkeys(keys.key("members", tenant, g))
+            pipe.zcard(keys.key("ticket_queue", tenant, g))
         rows = await pipe.execute()
         for i, g in enumerate(groups):
             if (tenant, g) not in self._known:
                 self._known.add((tenant, g))
                 observe.init_group(tenant, g)
-            depth, head, timers, members = rows[4 * i : 4 * i + 4]
+            depth, head, timers, members, waiting = rows[5 * i : 5 * i + 5]
             tg = (tenant, g)
             self._queue(tg, _int(depth), head, now_ms, snap)
             self._settings(tg, timers, snap)
             self._members(tg, [agents.get(_s(m)) for m in members], snap)
+            snap["open_tickets"].append((tg, float(open_tickets.get(g, 0))))
+            snap["waiting_tickets"].append((tg, float(_int(waiting))))
 
     @staticmethod
     def _queue(tg: tuple[str, str], depth: int, head: list[tuple[bytes, float]],

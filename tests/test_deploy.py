@@ -40,7 +40,7 @@ def promtool(bins: tuple[str, str], *args: str) -> subprocess.CompletedProcess[s
 def test_promtool_check_rules(prometheus_bins):
     done = promtool(prometheus_bins, "check", "rules", str(ALERTS))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 6 rules found" in done.stdout
+    assert "SUCCESS: 8 rules found" in done.stdout
 
 
 def test_promtool_test_rules(prometheus_bins):
@@ -89,7 +89,9 @@ def test_dashboard_is_provisioning_ready():
     titles = " ".join(p["title"] for p in dashboard_panels()).lower()
     for topic in ("service level", "asa", "abandonment", "queue depth", "oldest wait",
                   "occupancy", "per second", "latency", "overflow", "refused",
-                  "dead-letter", "lag"):
+                  "dead-letter", "lag", "tickets created", "ticket assignments",
+                  "tickets forwarded", "open tickets", "waiting tickets", "overdue tickets",
+                  "ticket resolution", "forwarding loops"):
         assert topic in titles, topic
 
 
@@ -143,3 +145,12 @@ def test_alert_queries_use_known_metrics(rule):
                                                        "_count")}
     used = set(re.findall(r"\b(dispatchd_\w+)", rule["expr"]))
     assert used <= known, used - known
+
+
+def test_dashboard_queries_use_known_metrics():
+    known = {n + s for n in registry_names() for s in ("", "_total", "_bucket", "_sum",
+                                                       "_count")}
+    for panel in dashboard_panels():
+        for target in panel["targets"]:
+            used = set(re.findall(r"\b(dispatchd_\w+)", target["expr"]))
+            assert used <= known, (panel["title"], used - known)

@@ -2,10 +2,11 @@
 
 ``dispatchd run`` serves the test server's tenants; Prometheus (the Debian package,
 installed when missing) scrapes its ops listener every second and loads
-deploy/prometheus/alerts.yml. Traffic through the gateway streams then puts every alert
-in its firing condition, and every query of the Grafana dashboard and of the alert rules
-must parse and return data through Prometheus's HTTP API, using only metric names that
-exist on ``/metrics``. The daemon is stopped last, so the DispatchdDown query has data.
+deploy/prometheus/alerts.yml. Traffic through the gateway streams (sessions and tickets)
+then puts every alert in its firing condition, and every query of the Grafana dashboard
+and of the alert rules must parse and return data through Prometheus's HTTP API, using
+only metric names that exist on ``/metrics``. The daemon is stopped last, so the
+DispatchdDown query has data.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dispatchd import keys
 from dispatchd.client import GatewayClient
 from dispatchd.embedded import free_port
 from dispatchd.engine import Engine
+from dispatchd.messages import ConfigureTicketType
 
 BIN = Path(sys.executable).parent / "dispatchd"
 DEADLINE_S = 40.0
@@ -195,7 +197,8 @@ def exposed_names(text: str) -> set[str]:
 
 async def configure(engine: Engine, tenant: str) -> None:
     """sales: 1 s service level and reply SLA, overflow to bot after 2.5 s; support:
-    1 s queue warning and nobody to serve it."""
+    1 s queue warning and nobody to serve it. Tickets: claims (tia) and audit (ash);
+    backlog, where nobody serves the urgent tickets, due in 0.5 s."""
     t0 = now_ms()
     off = {"silence_remind_ms": 0, "silence_preclose_ms": 0, "silence_close_ms": 0}
     await engine.configure_group(tenant, t0, "bot", **off)
@@ -205,6 +208,14 @@ async def configure(engine: Engine, tenant: str) -> None:
     await engine.configure_group(tenant, t0, "support", queue_warning_ms=1000, **off)
     await engine.configure_agent(tenant, t0, "ann", capacity=2, abilities={"sales": 1.0})
     await engine.configure_agent(tenant, t0, "robot", capacity=1, abilities={"bot": 1.0})
+    for group, agent in (("claims", "tia"), ("audit", "ash"), ("backlog", None)):
+        await engine.configure_group(tenant, t0, group, **off)
+        if agent:
+            await engine.configure_agent(tenant, t0, agent, capacity=1,
+                                         abilities={group: 1.0})
+    await engine.apply(tenant, t0, ConfigureTicketType(type="claim"))
+    await engine.apply(tenant, t0, ConfigureTicketType(type="urgent", first_response_ms=500,
+                                                       resolution_ms=500))
 
 
 async def steal(redis: aioredis.Redis, tenant: str) -> None:
@@ -234,6 +245,29 @@ async def play(redis: aioredis.Redis, tenant: str) -> None:
     await gw.close_session("c2")  # c4, c5 go to ann
 
 
+async def play_tickets(redis: aioredis.Redis, tenant: str) -> None:
+    """k1 bounces between claims and audit: 3 loops into claims, 2 into audit, then is
+    answered and closed; u1 and u2 wait in backlog and go overdue."""
+    async def send(**cmd: Any) -> None:
+        cmd["id"] = uuid.uuid4().hex
+        await redis.xadd(keys.key("inbound", tenant), {"json": json.dumps(cmd)})
+
+    gw = GatewayClient(redis, tenant, gateway="web")
+    await gw.agent_status("tia", "online")
+    await gw.agent_status("ash", "online")
+    await send(type="create_ticket", ticket="k1", ticket_type="claim", group="claims",
+               by="crm")
+    for hop in range(6):
+        here, there = ("tia", "audit") if hop % 2 == 0 else ("ash", "claims")
+        await send(type="forward_ticket", ticket="k1", agent=here, to_group=there,
+                   note=f"hop {hop + 1}")
+    await send(type="respond_ticket", ticket="k1", agent="tia")
+    await send(type="close_ticket", ticket="k1", agent="tia", resolution="paid")
+    for ticket in ("u1", "u2"):
+        await send(type="create_ticket", ticket=ticket, ticket_type="urgent",
+                   group="backlog", by="crm")
+
+
 async def test_dashboard_and_alert_queries_return_data(
     prometheus_bins, test_redis, processes, tmp_path
 ):
@@ -252,12 +286,14 @@ async def test_dashboard_and_alert_queries_return_data(
     await asyncio.to_thread(wait_until, "the first scrape",
                             lambda: len(prom.query(initialised)) == 2)
     await play(redis, tenant)
+    await play_tickets(redis, tenant)
 
     queries = dashboard_queries()
     rules = await asyncio.to_thread(prom.rule_queries)
     assert set(rules) == {"DispatchdServiceLevelBelowTarget", "DispatchdOldestWaitAboveWarning",
                           "DispatchdReplySlaBreaches", "DispatchdDeadLetters",
-                          "DispatchdStreamLagging", "DispatchdDown"}
+                          "DispatchdStreamLagging", "DispatchdOverdueTicketsGrowing",
+                          "DispatchdTicketForwardingLoops", "DispatchdDown"}
     down = rules.pop("DispatchdDown")
     queries.update({f"alert {name}": q for name, q in rules.items()})
     empty = await asyncio.to_thread(wait_for_data, prom, queries)
@@ -273,6 +309,10 @@ async def test_dashboard_and_alert_queries_return_data(
     sl = prom.query(rules["DispatchdServiceLevelBelowTarget"])
     assert [(r["metric"]["tenant"], r["metric"]["group"]) for r in sl] == [(tenant, "sales")]
     assert float(sl[0]["value"][1]) == pytest.approx(2 / 6, abs=0.05)
+    loops = prom.query(rules["DispatchdTicketForwardingLoops"])
+    assert [(r["metric"]["tenant"], r["metric"]["group"]) for r in loops] == [(tenant, "claims")]
+    overdue = prom.query(rules["DispatchdOverdueTicketsGrowing"])
+    assert [(r["metric"]["tenant"], r["value"][1]) for r in overdue] == [(tenant, "2")]
 
     assert await asyncio.to_thread(daemon.stop) == 0
     empty = await asyncio.to_thread(wait_for_data, prom, {"alert DispatchdDown": down}, 10.0)
