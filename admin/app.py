@@ -33,11 +33,13 @@ from admin.routes_access import AuditController, TokenController
 from admin.routes_agents import AgentController, RuleController
 from admin.routes_config import GroupController, TeamController, TenantController
 from admin.routes_live import LiveController
+from admin.routes_tickets import TicketController, TicketTypeController
 from admin.service import Admin, rejected_handler
 from dispatchd.errors import CommandRejected
 
 CONTROLLERS = [TenantController, GroupController, TeamController, AgentController,
-               RuleController, LiveController, TokenController, AuditController]
+               RuleController, LiveController, TicketTypeController, TicketController,
+               TokenController, AuditController]
 
 
 def _structs() -> list[type[msgspec.Struct]]:
@@ -59,7 +61,9 @@ ERRORS = {
     "404": "The tenant or a resource in the path does not exist",
     "409": "Conflict: exists already, or still in use / busy (the detail says why)",
     "412": "If-Match names a version the resource no longer has",
-    "422": "Well-formed but refused: e.g. an unknown group, agent or team in the body",
+    "422": "Well-formed but refused: e.g. an unknown group, agent, team or ticket type in "
+           "the body, ticket fields that do not fit their template, a text over its limit "
+           "in UTF-8 bytes",
 }
 
 
@@ -125,7 +129,7 @@ def create_app(admin: Admin) -> Litestar:
             title="dispatchd admin API",
             version=package_version("dispatchd"),
             description="Configuration, live views and supervisor actions. Every route needs "
-            "`Authorization: Bearer <token>`; roles: viewer < supervisor < admin.",
+            "`Authorization: Bearer <token>`; roles: viewer < agent < supervisor < admin.",
             path="/schema",
             render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
             components=Components(security_schemes={

@@ -2,9 +2,11 @@
 
 A token is ``dsp_<random>``; Redis keeps only its SHA-256 (``keys.TOKENS_KEY``) with its
 record: id, name, role, the tenants it may touch (all when ``None``), who created it and
-when. Roles are ordered: viewer (read) < supervisor (live actions) < admin (configure);
-a route names the least role it needs in its ``opt``. Token and tenant administration
-also need a token for all tenants.
+when. Roles are ordered: viewer (read) < agent (create tickets, work on them as their
+handler) < supervisor (live actions, any ticket) < admin (configure); a route names the
+least role it needs in its ``opt``, and :func:`has_role` checks a stronger one inside a
+route whose need depends on the body. Token and tenant administration also need a token
+for all tenants.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from dispatchd.keys import GLOBAL_AUDIT_KEY, TOKEN_IDS_KEY, TOKENS_KEY
 
-ROLES = ("viewer", "supervisor", "admin")
+ROLES = ("viewer", "agent", "supervisor", "admin")
 _RANK = {role: n for n, role in enumerate(ROLES)}
 PREFIX = "dsp_"
 
@@ -142,12 +144,17 @@ class BearerAuth(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=token)
 
 
+def has_role(principal: Principal, role: str) -> bool:
+    """Whether ``principal``'s role is ``role`` or stronger."""
+    return _RANK.get(principal.role, -1) >= _RANK[role]
+
+
 def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """403 unless the caller's role and tenants allow the route (its ``opt``: ``role``, the
     least role, default viewer; ``all_tenants``: needs a token for every tenant)."""
     principal: Principal = connection.user
     need = handler.opt.get("role", "viewer")
-    if _RANK.get(principal.role, -1) < _RANK[need]:
+    if not has_role(principal, need):
         raise PermissionDeniedException(f"role {need} required, token has {principal.role}")
     if handler.opt.get("all_tenants") and principal.tenants is not None:
         raise PermissionDeniedException("a token for all tenants is required")

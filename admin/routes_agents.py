@@ -10,7 +10,7 @@ from litestar.exceptions import NotFoundException
 from admin import schemas as s
 from admin import views
 from admin.routes_config import ADMIN, Cursor, Limit
-from admin.service import ActionResult, Admin, Conflict, Unprocessable, if_match
+from admin.service import ActionResult, Admin, Conflict, Unprocessable, if_match, within_bytes
 from dispatchd import keys
 from dispatchd.errors import VersionMismatch
 
@@ -58,7 +58,8 @@ class AgentController(Controller):
                      aid: str, data: s.AgentIn, create: bool) -> s.AgentOut:
         await admin.require_tenant(tenant)
         cmd = {"op": "configure_agent", "agent": aid, "capacity": data.capacity,
-               "abilities": dict(data.abilities), "team": data.team or ""}
+               "abilities": dict(data.abilities), "team": data.team or "",
+               "ticket_limit": data.ticket_limit}
         await admin.change(
             tenant, request.user, "create" if create else "update", "agent", aid, cmd=cmd,
             writes=[["hset", "agent", aid, "name", data.name]], snap=_agent_snap(aid),
@@ -205,11 +206,18 @@ def _index(rules: list[dict[str, Any]], name: str) -> int:
 
 
 def _stored(name: str, rule: s.RuleIn) -> dict[str, Any]:
+    """A rule as configure_rules takes it; 422 for what the schema cannot say (a range
+    needs a bound, strings are limited in bytes)."""
     match: dict[str, Any] = {}
     for attr, cond in rule.match.items():
         if isinstance(cond, s.Range):
             match[attr] = {k: v for k, v in (("min", cond.min), ("max", cond.max)) if v is not None}
+            if not match[attr]:
+                raise Unprocessable(detail=f"match.{attr}: a range needs min or max")
         else:
+            for value in cond if isinstance(cond, list) else [cond]:
+                if isinstance(value, str):
+                    within_bytes(value, 256, f"match.{attr}")
             match[attr] = cond
     out: dict[str, Any] = {"name": name, "group": rule.group, "match": match,
                            "priority": rule.priority, "blocked_agents": list(rule.blocked_agents)}

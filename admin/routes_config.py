@@ -17,7 +17,8 @@ from admin import schemas as s
 from admin import views
 from admin.service import Admin, Conflict, Unprocessable, if_match
 from dispatchd import keys
-from dispatchd.hours import zone
+from dispatchd.hours import service_windows, zone
+from dispatchd.tickets import HORIZON_DAYS
 
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="page size")]
 Cursor = Annotated[str | None, Parameter(description="the previous page's `next`")]
@@ -35,6 +36,9 @@ def _check_hours(hours: s.ServiceHours | None) -> None:
 
 # ------------------------------------------------------------------------------ tenants
 
+#: The tenant hash fields the API sets (lua/tickets/ticket_tick.lua reads the last).
+TENANT_FIELDS = ("name", "retention_ms", "ticket_retention_ms")
+
 
 class TenantController(Controller):
     path = "/v1/tenants"
@@ -42,11 +46,13 @@ class TenantController(Controller):
 
     @staticmethod
     async def _out(admin: Admin, tenant: str) -> s.TenantOut:
-        (name, retention), ver = await views.with_version(
+        (name, retention, ticket_retention), ver = await views.with_version(
             admin.redis, tenant, "tenant", tenant,
-            lambda p: p.hmget(keys.key("tenant", tenant), "name", "retention_ms"))
+            lambda p: p.hmget(keys.key("tenant", tenant), *TENANT_FIELDS))
         return s.TenantOut(id=tenant, name=views.text(name),
-                           retention_ms=int(retention or 86_400_000), version=ver)
+                           retention_ms=int(retention or 86_400_000),
+                           ticket_retention_ms=int(ticket_retention or 7_776_000_000),
+                           version=ver)
 
     @get("/", summary="List tenants")
     async def list_tenants(self, admin: Admin, request: Request[Any, Any, Any],
@@ -65,11 +71,12 @@ class TenantController(Controller):
     async def _write(self, admin: Admin, request: Request[Any, Any, Any], action: str,
                      tenant: str, data: s.TenantIn, version: int | None) -> s.TenantOut:
         writes = [["hset", "tenant", "", "name", data.name],
-                  ["hset", "tenant", "", "retention_ms", str(data.retention_ms)]]
+                  ["hset", "tenant", "", "retention_ms", str(data.retention_ms)],
+                  ["hset", "tenant", "", "ticket_retention_ms", str(data.ticket_retention_ms)]]
         if action == "create":
             writes.append(["hset", "tenant", "", "created", str(admin.clock())])
         await admin.change(tenant, request.user, action, "tenant", tenant, writes=writes,
-                           snap=[["tenant", "", "name"], ["tenant", "", "retention_ms"]],
+                           snap=[["tenant", "", f] for f in TENANT_FIELDS],
                            # atomic: the SISMEMBER check in create_tenant can race
                            expect="absent" if action == "create" else None, version=version)
         await admin.redis.sadd(keys.TENANTS_KEY, tenant)
@@ -118,7 +125,11 @@ class TenantController(Controller):
 # ------------------------------------------------------------------------------- groups
 
 
-def group_command(gid: str, data: s.GroupIn) -> tuple[dict[str, Any], list[list[Any]]]:
+def group_command(gid: str, data: s.GroupIn,
+                  now_ms: int) -> tuple[dict[str, Any], list[list[Any]]]:
+    """The configure_group command, and the admin-only writes: the group's dimensions and
+    service hours (``meta``), and those hours as UTC windows (``win``) for the ticket
+    scripts, which cannot do time zones (docs/tickets.md "Service hours")."""
     cmd = {
         "op": "configure_group", "group": gid, "k": data.k, "m": data.m,
         "priority_unit_ms": data.priority_unit_ms,
@@ -127,11 +138,18 @@ def group_command(gid: str, data: s.GroupIn) -> tuple[dict[str, Any], list[list[
         "service_level_ms": data.service_level_ms,
         "service_level_target": data.service_level_target,
         **msgspec.to_builtins(data.timers),
+        "ticket_reassign_ms": data.tickets.reassign_untouched_ms,
+        "ticket_release_spread_ms": data.tickets.release_spread_ms,
     }
     meta = {name: getattr(data, name) for name in views.GROUP_META}
     if data.service_hours is not None:
         meta["service_hours"] = msgspec.to_builtins(data.service_hours)
-    return cmd, [["hset", "group", gid, "meta", meta]]
+    # ServiceHours fits hours.HoursLike, but mypy holds a protocol's plain attributes
+    # invariant (list[Shift] is not Sequence[ShiftLike]); as in views.group_out
+    windows = service_windows(data.service_hours, now_ms, HORIZON_DAYS)  # type: ignore[arg-type]
+    return cmd, [["hset", "group", gid, "meta", meta],
+                 ["hdel", "group", gid, "win"] if windows is None
+                 else ["hset", "group", gid, "win", windows]]
 
 
 class GroupController(Controller):
@@ -163,7 +181,7 @@ class GroupController(Controller):
                      gid: str, data: s.GroupIn, create: bool) -> s.GroupOut:
         await admin.require_tenant(tenant)
         _check_hours(data.service_hours)
-        cmd, writes = group_command(gid, data)
+        cmd, writes = group_command(gid, data, admin.clock())
         await admin.change(
             tenant, request.user, "create" if create else "update", "group", gid, cmd=cmd,
             writes=writes, snap=[["group", gid, ""]], expect="absent" if create else "present",

@@ -16,13 +16,14 @@ from msgspec import Meta
 Id = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Ms = Annotated[int, Meta(ge=0, le=100_000_000_000, description="milliseconds")]
 Label = Annotated[str, Meta(max_length=256)]
-Role = Literal["viewer", "supervisor", "admin"]
+Role = Literal["viewer", "agent", "supervisor", "admin"]
 Status = Literal["online", "away", "offline"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Clock = Annotated[
     str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$", description="HH:MM")
 ]
-Scalar = str | int | float | bool
+Scalar = (Annotated[str, Meta(max_length=256)] | Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+          | float | bool)
 
 
 class _In(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -40,6 +41,8 @@ class TenantIn(_In, frozen=True, kw_only=True):
     name: Label = ""
     retention_ms: Annotated[int, Meta(ge=60_000, le=31_536_000_000)] = 86_400_000
     """How long a closed session (with its history) is kept."""
+    ticket_retention_ms: Annotated[int, Meta(ge=3_600_000, le=315_360_000_000)] = 7_776_000_000
+    """How long a closed ticket (with its history and hops) is kept; default 90 days."""
 
 
 class TenantCreate(TenantIn, frozen=True, kw_only=True):
@@ -50,6 +53,7 @@ class TenantOut(_Out, frozen=True, kw_only=True):
     id: str
     name: str
     retention_ms: int
+    ticket_retention_ms: int
     version: int
 
 
@@ -92,6 +96,17 @@ class Timers(_In, frozen=True, kw_only=True):
     confirm_close_ms: Ms = 300_000
 
 
+class TicketSettings(_In, frozen=True, kw_only=True):
+    """How the group handles tickets (docs/tickets.md "Assignment")."""
+
+    reassign_untouched_ms: Ms = 14_400_000
+    """A ticket its handler has not worked on for this long goes to another member
+    (0 = never)."""
+    release_spread_ms: Ms = 900_000
+    """For this long after a shift starts, the tickets held meanwhile are spread evenly
+    over the members coming on shift (0 = to whoever is eligible at once)."""
+
+
 class GroupIn(_In, frozen=True, kw_only=True):
     name: Label = ""
     business_line: Label = ""
@@ -102,6 +117,7 @@ class GroupIn(_In, frozen=True, kw_only=True):
     service_mode: Literal["", "im", "phone", "email"] = ""
     ability_tier: Label = ""
     service_hours: ServiceHours | None = None
+    """When the group serves tickets (held outside); IM sessions are routed at any time."""
     k: Annotated[float, Meta(ge=0, le=1e9)] = 60.0
     m: Annotated[float, Meta(ge=0, le=1e6)] = 0.5
     priority_unit_ms: Ms = 60_000
@@ -111,6 +127,7 @@ class GroupIn(_In, frozen=True, kw_only=True):
     timers: Timers = Timers()
     service_level_ms: Ms = 20_000
     service_level_target: Annotated[float, Meta(ge=0, le=1)] = 0.8
+    tickets: TicketSettings = TicketSettings()
 
 
 class GroupCreate(GroupIn, frozen=True, kw_only=True):
@@ -136,6 +153,7 @@ class GroupOut(_Out, frozen=True, kw_only=True):
     timers: Timers
     service_level_ms: int
     service_level_target: float
+    tickets: TicketSettings
     in_service_hours: bool
     """Whether the group is within its service hours now (true without service hours)."""
     version: int
@@ -172,6 +190,8 @@ class AgentIn(_In, frozen=True, kw_only=True):
     """Most sessions served at once (接待上限)."""
     abilities: Annotated[dict[Id, Annotated[float, Meta(gt=0, le=1e6)]], Meta(max_length=256)] = {}
     """Skill group -> ability value (能力值); membership in the group."""
+    ticket_limit: Annotated[int, Meta(ge=0, le=100_000)] = 20
+    """Most open tickets it is given automatically (a supervisor may assign more)."""
 
 
 class AgentCreate(AgentIn, frozen=True, kw_only=True):
@@ -201,6 +221,9 @@ class AgentOut(_Out, frozen=True, kw_only=True):
     parked: list[str]
     last_assigned_ms: int | None
     groups: list[GroupReadiness]
+    ticket_limit: int
+    open_tickets: int
+    """Tickets it holds now (assigned or in progress)."""
     version: int
 
 
@@ -218,14 +241,14 @@ class Range(_In, frozen=True, kw_only=True):
     max: float | None = None
 
 
-Condition = Scalar | list[Scalar] | Range
+Condition = Scalar | Annotated[list[Scalar], Meta(min_length=1, max_length=100)] | Range
 
 
 class RuleIn(_In, frozen=True, kw_only=True):
     group: Id
-    match: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=64)], Condition],
-                     Meta(max_length=32)] = {}
-    """Attribute -> value (equal), list (one of) or {min, max} (a number within)."""
+    match: Annotated[dict[Id, Condition], Meta(max_length=32)] = {}
+    """Attribute -> value (equal), list (one of) or {min, max} (a number within, at least
+    one of the two). Strings: at most 256 bytes (UTF-8)."""
     priority: Annotated[int, Meta(ge=-1000, le=1000)] = 0
     preferred_agent: Id | None = None
     blocked_agents: Annotated[list[Id], Meta(max_length=100)] = []
@@ -257,6 +280,193 @@ class RulesIn(_In, frozen=True, kw_only=True):
 class RulesOut(_Out, frozen=True, kw_only=True):
     rules: list[RuleOut]
     version: int
+
+
+# ------------------------------------------------------------------------------ tickets
+# docs/tickets.md is the contract; the limits mirror lua/tickets/*.lua, whose text limits
+# are UTF-8 bytes (JSON Schema's maxLength counts characters: the routes check bytes).
+
+Note = Annotated[str, Meta(max_length=4000, description="at most 4000 bytes (UTF-8)")]
+TicketState = Literal["held", "queued", "assigned", "in_progress", "closed"]
+
+
+class _Field(_In, frozen=True, kw_only=True, tag_field="type"):
+    """One field of a ticket type's template; ``type`` says which kind."""
+
+    name: Id
+    required: bool = False
+    """A ticket without it is refused (for a string, "" counts as missing)."""
+
+
+class StringField(_Field, frozen=True, kw_only=True, tag="string"):
+    max_length: Annotated[int, Meta(ge=1, le=100_000)] = 2000
+    """In bytes (UTF-8)."""
+
+
+class IntegerField(_Field, frozen=True, kw_only=True, tag="integer"):
+    pass
+
+
+class NumberField(_Field, frozen=True, kw_only=True, tag="number"):
+    pass
+
+
+class BooleanField(_Field, frozen=True, kw_only=True, tag="boolean"):
+    pass
+
+
+class DateField(_Field, frozen=True, kw_only=True, tag="date"):
+    """A date ``YYYY-MM-DD``."""
+
+
+class EnumField(_Field, frozen=True, kw_only=True, tag="enum"):
+    values: Annotated[
+        list[Annotated[str, Meta(max_length=200, description="at most 200 bytes (UTF-8)")]],
+        Meta(min_length=1, max_length=200),
+    ]
+    """The allowed values."""
+
+
+TicketFieldSpec = StringField | IntegerField | NumberField | BooleanField | DateField | EnumField
+SlaMs = Annotated[int, Meta(ge=0, le=1_000_000_000_000, description="milliseconds, 0 = none")]
+
+
+class TicketTypeIn(_In, frozen=True, kw_only=True):
+    name: Annotated[str, Meta(max_length=200, description="at most 200 bytes (UTF-8)")] = ""
+    fields: Annotated[list[TicketFieldSpec], Meta(max_length=100)] = []
+    """The template; field names are unique."""
+    first_response_ms: SlaMs = 0
+    """The first response is due this long after creation."""
+    resolution_ms: SlaMs = 0
+    """The ticket should be closed this long after creation."""
+
+
+class TicketTypeCreate(TicketTypeIn, frozen=True, kw_only=True):
+    id: Id
+
+
+class TicketTypeOut(_Out, frozen=True, kw_only=True):
+    id: str
+    name: str
+    fields: list[TicketFieldSpec]
+    first_response_ms: int
+    resolution_ms: int
+    version: int
+
+
+FieldValue = str | Annotated[int, Meta(ge=-(2**53), le=2**53)] | float | bool
+
+
+class TicketCreate(_In, frozen=True, kw_only=True):
+    id: Id | None = None
+    """Generated ("tk-" and 12 hex digits) when absent."""
+    type: Id
+    group: Id
+    """The group it is addressed to (never a person)."""
+    fields: Annotated[dict[Id, FieldValue], Meta(max_length=100)] = {}
+    """Must fit the type's template."""
+    title: Annotated[str, Meta(max_length=500, description="at most 500 bytes (UTF-8)")] = ""
+    priority: Annotated[int, Meta(ge=-1000, le=1000)] = 0
+    order_id: Id | None = None
+    order_owner: Id | None = None
+    """The order's owner (an agent id), preferred as handler of the order's tickets; needs
+    ``order_id``."""
+    created_by: Annotated[
+        str, Meta(min_length=1, max_length=256, description="at most 256 bytes (UTF-8)")
+    ] | None = None
+    """Who creates it (an agent or a system id); default the token's actor."""
+
+
+class HopOut(_Out, frozen=True, kw_only=True):
+    """One forward of the ticket (docs/tickets.md "Working, forwarding, closing")."""
+
+    hop: int
+    by: str
+    at_ms: int
+    from_group: str
+    to_group: str
+    note: str
+    spent_ms: int
+    """Time spent in the group it left."""
+    loop: bool
+    """It went back to a group it had been in before."""
+    from_agent: str | None = None
+    """Its handler when it was forwarded."""
+
+
+class TicketOut(_Out, frozen=True, kw_only=True):
+    """A ticket (docs/tickets.md "The ticket"; ``id`` is its ``ticket``)."""
+
+    id: str
+    type: str
+    state: TicketState
+    group: str
+    agent: str | None
+    """Its handler now."""
+    order_id: str | None
+    priority: int
+    title: str
+    fields: dict[str, Any]
+    created_ms: int
+    created_by: str
+    entered_group_ms: int
+    """When it entered its current group."""
+    assigned_ms: int | None
+    """When its handler got it."""
+    first_response_ms: int | None
+    """Time from creation to the first response (at any hop), if there was one."""
+    first_response_due_ms: int | None
+    resolution_due_ms: int | None
+    overdue: bool
+    breached: list[str]
+    """The SLA targets it missed: first_response, resolution."""
+    hops: list[HopOut]
+    """Its forwards, first first (their count is docs/tickets.md's ``hops``)."""
+    path: list[str]
+    """The groups it went through, in order; the last is its group now."""
+    closed_ms: int | None
+    closed_by: str | None
+    resolution: str | None
+    resolution_ms: int | None
+    """Time from creation to closing."""
+
+
+class TicketActionOut(_Out, frozen=True, kw_only=True):
+    """What a ticket write did: the ticket after it, the router's events, the audit id."""
+
+    ticket: TicketOut
+    events: list[dict[str, Any]]
+    audit: str
+
+
+class TicketHistoryOut(_Out, frozen=True, kw_only=True):
+    events: list[dict[str, Any]]
+    """Every event of the ticket, oldest first, as on the outbound stream."""
+
+
+class TicketRespondIn(_In, frozen=True, kw_only=True):
+    agent: Id
+    """The handler."""
+    note: Note = ""
+
+
+class TicketForwardIn(_In, frozen=True, kw_only=True):
+    to_group: Id
+    note: Note = ""
+    agent: Id | None = None
+    """The handler forwarding it; absent: a supervisor's forward (role supervisor)."""
+
+
+class TicketCloseIn(_In, frozen=True, kw_only=True):
+    resolution: Annotated[str, Meta(min_length=1, max_length=4000,
+                                    description="at most 4000 bytes (UTF-8)")]
+    agent: Id | None = None
+    """The handler closing it; absent: a supervisor closes it (role supervisor)."""
+
+
+class TicketAssignIn(_In, frozen=True, kw_only=True):
+    agent: Id
+    """A member of the ticket's group."""
 
 
 # ---------------------------------------------------------------------- live and actions
@@ -400,6 +610,17 @@ class TeamPage(_Out, frozen=True, kw_only=True):
 class AgentPage(_Out, frozen=True, kw_only=True):
     items: list[AgentOut]
     next: str | None
+
+
+class TicketTypePage(_Out, frozen=True, kw_only=True):
+    items: list[TicketTypeOut]
+    next: str | None
+
+
+class TicketPage(_Out, frozen=True, kw_only=True):
+    items: list[TicketOut]
+    next: str | None
+    """Pass as ``cursor`` for the next page; null on the last page."""
 
 
 class AuditPage(_Out, frozen=True, kw_only=True):

@@ -31,6 +31,10 @@ STATUS = {
     "E_AGENT_OFFLINE": 409,
     "E_AGENT_BLOCKED": 409,
     "E_NOT_SESSION_AGENT": 409,
+    "E_TICKET_UNKNOWN": 404,
+    "E_TICKET_EXISTS": 409,
+    "E_TICKET_STATE": 409,
+    "E_NOT_TICKET_HANDLER": 409,
 }
 
 _to_builtins = msgspec.to_builtins
@@ -128,6 +132,19 @@ def if_match(request: Request[Any, Any, Any]) -> int | None:
     return int(value)
 
 
+def within_bytes(text: str, limit: int, where: str) -> None:
+    """422 when ``text`` is over ``limit`` UTF-8 bytes: the scripts' text limits are in
+    bytes, while a schema's ``maxLength`` counts characters."""
+    if len(text.encode()) > limit:
+        raise Unprocessable(detail=f"{where}: longer than {limit} bytes (UTF-8)")
+
+
+def actor_name(who: Principal, limit: int = 256) -> str:
+    """The caller's actor where a script keeps at most ``limit`` bytes of a name (a
+    ticket's creator or supervisor), cut at a character boundary."""
+    return who.actor.encode()[:limit].decode(errors="ignore")
+
+
 def events_json(result: AdminResult) -> list[dict[str, Any]]:
     return [_to_builtins(e) for e in result.events]
 
@@ -135,8 +152,8 @@ def events_json(result: AdminResult) -> list[dict[str, Any]]:
 def rejected_handler(_: Request[Any, Any, Any], exc: errors.CommandRejected) -> Response[Any]:
     """Map a refused command to its HTTP status, with the code and the script's detail."""
     status = STATUS.get(exc.code, 422)
-    if exc.code.endswith("_UNKNOWN") and status == 422:
-        detail = f"unknown {exc.code[2:-8].lower()}: {exc.detail}"
+    if exc.code.endswith("_UNKNOWN"):
+        detail = f"unknown {exc.code[2:-8].lower().replace('_', ' ')}: {exc.detail}"
     elif exc.code == "E_VERSION":
         detail = f"the resource changed: its version is now {exc.detail}"
     else:

@@ -15,6 +15,7 @@ import msgspec
 from admin import schemas as s
 from dispatchd import keys
 from dispatchd.hours import in_service
+from dispatchd.tickets import TicketView
 
 _unpack = msgspec.msgpack.Decoder()
 _json = msgspec.json.Decoder()
@@ -26,6 +27,8 @@ TIMER_KEYS = {
     "silence_remind_ms": "sremind", "silence_preclose_ms": "spreclose",
     "silence_close_ms": "sclose", "confirm_close_ms": "cclose",
 }
+#: API ticket setting -> key in the group's stored timer map
+TICKET_KEYS = {"reassign_untouched_ms": "treassign", "release_spread_ms": "tspread"}
 GROUP_META = ("name", "business_line", "channel", "language", "scene", "service_mode",
               "ability_tier")
 
@@ -86,6 +89,8 @@ def group_out(gid: str, raw: dict[bytes, bytes], version: int, now_ms: int) -> s
         timers=s.Timers(**{api: timers[k] for api, k in TIMER_KEYS.items() if k in timers}),
         service_level_ms=int(timers.get("slms", 20_000)),
         service_level_target=float(timers.get("slt", 0.8)),
+        tickets=s.TicketSettings(**{api: timers[k] for api, k in TICKET_KEYS.items()
+                                    if k in timers}),
         in_service_hours=in_service(service_hours, now_ms),  # type: ignore[arg-type]
         version=version,
     )
@@ -139,21 +144,22 @@ async def agents_out(
         pipe.smembers(k("agent_sessions", tenant, a))
         pipe.smembers(k("agent_preclosed", tenant, a))
         pipe.zrange(k("parked", tenant, a), 0, -1)
+        pipe.zcard(k("agent_tickets", tenant, a))
         pipe.hget(k("versions", tenant), f"agent:{a}")
     rows = await pipe.execute()
     found = []
     for n, a in enumerate(ids):
-        raw, skills, sess, pre, parked, ver = rows[n * 6:(n + 1) * 6]
+        raw, skills, sess, pre, parked, tickets, ver = rows[n * 7:(n + 1) * 7]
         if raw:
             found.append((a, _decoded(raw), {g.decode(): float(v) for g, v in skills.items()},
-                          sess, pre, parked, int(ver or 0)))
+                          sess, pre, parked, int(tickets), int(ver or 0)))
     pipe = redis.pipeline(transaction=False)
     for a, _, skills, *_ in found:
         for g in sorted(skills):
             pipe.zscore(k("ready", tenant, g), a)
     scores = iter(await pipe.execute())
     out = []
-    for a, f, skills, sess, pre, parked, ver in found:
+    for a, f, skills, sess, pre, parked, tickets, ver in found:
         groups = []
         for g in sorted(skills):
             rank = next(scores)
@@ -169,7 +175,8 @@ async def agents_out(
             sessions=sorted(x.decode() for x in sess),
             preclosed_sessions=sorted(x.decode() for x in pre),
             parked=[x[26:].decode() for x in parked],
-            last_assigned_ms=int(last) if last else None, groups=groups, version=ver,
+            last_assigned_ms=int(last) if last else None, groups=groups,
+            ticket_limit=int(f.get("tlim") or 20), open_tickets=tickets, version=ver,
         ))
     return out
 
@@ -194,6 +201,46 @@ async def queue_out(
             open_tier=int(tr or 0),
         ))
     return s.QueueOut(group=group, length=int(length), items=items)
+
+
+def ticket_type_out(tid: str, raw: bytes, version: int) -> s.TicketTypeOut:
+    """A stored ticket type ({name, fields, frt, res}, lua/tickets/configure_ticket_type.lua)."""
+    t = _unpack.decode(raw)
+    fields = t.get("fields") or []  # Lua's msgpack writes an empty list as an empty map
+    return s.TicketTypeOut(
+        id=tid, name=t.get("name", ""),
+        fields=[msgspec.convert(f, s.TicketFieldSpec) for f in fields],
+        first_response_ms=int(t.get("frt") or 0), resolution_ms=int(t.get("res") or 0),
+        version=version,
+    )
+
+
+def ticket_out(view: TicketView, hop_rows: list[bytes]) -> s.TicketOut:
+    """A ticket as read by :mod:`dispatchd.tickets`, with its hop records (JSON rows)."""
+    return s.TicketOut(
+        id=view.ticket, type=view.type, state=view.state, group=view.group, agent=view.agent,
+        order_id=view.order_id, priority=view.priority, title=view.title, fields=view.fields,
+        created_ms=view.created_ms, created_by=view.created_by,
+        entered_group_ms=view.entered_group_ms, assigned_ms=view.assigned_ms,
+        first_response_ms=view.first_response_ms,
+        first_response_due_ms=view.first_response_due_ms,
+        resolution_due_ms=view.resolution_due_ms, overdue=view.overdue,
+        breached=view.breached, hops=[_hop(r) for r in hop_rows], path=view.path,
+        closed_ms=view.closed_ms, closed_by=view.closed_by, resolution=view.resolution,
+        resolution_ms=view.resolution_ms,
+    )
+
+
+_hop = msgspec.json.Decoder(s.HopOut).decode
+
+
+async def tickets_out(redis: Any, tenant: str, found: list[TicketView]) -> list[s.TicketOut]:
+    """``found`` with their hop records, in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    for view in found:
+        pipe.lrange(keys.key("ticket_hops", tenant, view.ticket), 0, -1)
+    rows = await pipe.execute() if found else []
+    return [ticket_out(view, hops) for view, hops in zip(found, rows, strict=True)]
 
 
 def history(rows: list[bytes]) -> list[dict[str, Any]]:

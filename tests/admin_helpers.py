@@ -19,6 +19,7 @@ from granian.server.embed import Server
 from litestar import Litestar
 
 from admin.app import create_app
+from admin.auth import ROLES
 from admin.server import free_port
 from admin.service import Admin
 from dispatchd.engine import Engine
@@ -79,7 +80,7 @@ async def api(engine: Engine) -> AsyncIterator[Api]:
                     log_enabled=False)
     serving = asyncio.create_task(server.serve())
     client = Api(f"http://127.0.0.1:{port}", admin, clock, app)
-    for role in ("viewer", "supervisor", "admin"):
+    for role in ROLES:
         made = await admin.tokens.create(name=f"test-{role}", role=role, tenants=None,
                                          by="tests", now_ms=clock())
         assert made is not None

@@ -103,8 +103,9 @@ async def test_every_change_is_audited(api: Api, atenant: str) -> None:
     by = {(e["action"], e["resource"], e["resource_id"], e["version"]): e for e in log}
 
     e = by["update", "tenant", t, 2]
-    assert (e["before"], e["after"], e["command"]) == (["test", "86400000"],
-                                                       ["renamed", "86400000"], None)
+    assert (e["before"], e["after"], e["command"]) == (["test", "86400000", "7776000000"],
+                                                       ["renamed", "86400000", "7776000000"],
+                                                       None)
     e = by["create", "group", "g", 1]
     assert e["before"] == [False] and e["after"][0]["k"] == "60"
     assert e["command"]["op"] == "configure_group" and e["command"]["group"] == "g"
@@ -118,7 +119,7 @@ async def test_every_change_is_audited(api: Api, atenant: str) -> None:
     assert (e["before"][0]["cap"], e["after"][0]["cap"]) == ("1", "2")
     assert e["before"][1] == e["after"][1] == {"g": "1"}  # the skills hash
     assert e["command"] == {"op": "configure_agent", "agent": "ann", "capacity": 2,
-                            "abilities": {"g": 1}, "team": "sh"}
+                            "abilities": {"g": 1}, "team": "sh", "ticket_limit": 20}
     e = by["update_rule", "rules", "all", 3]
     assert [r["priority"] for r in e["before"][0]] == [0, 0]
     assert [r["priority"] for r in e["after"][0]] == [0, 3]

@@ -63,13 +63,16 @@ async def test_tenant_create_get_update_delete(api: Api) -> None:
     tid = "t" + uuid.uuid4().hex[:12]
     made = await api.ok("POST", "/v1/tenants", status=201,
                         json={"id": tid, "name": "Acme", "retention_ms": 3_600_000})
-    assert made == {"id": tid, "name": "Acme", "retention_ms": 3_600_000, "version": 1}
+    assert made == {"id": tid, "name": "Acme", "retention_ms": 3_600_000,
+                    "ticket_retention_ms": 90 * 86_400_000, "version": 1}
     dup = await api.call("POST", "/v1/tenants", json={"id": tid})
     assert dup.status_code == 409 and tid in dup.json()["detail"]
     assert await api.ok("GET", f"/v1/tenants/{tid}", role="viewer") == made
 
-    upd = await api.ok("PUT", f"/v1/tenants/{tid}", json={"name": "Acme Ltd"}, status=200)
-    assert upd == {"id": tid, "name": "Acme Ltd", "retention_ms": 86_400_000, "version": 2}
+    upd = await api.ok("PUT", f"/v1/tenants/{tid}", status=200,
+                       json={"name": "Acme Ltd", "ticket_retention_ms": 3_600_000})
+    assert upd == {"id": tid, "name": "Acme Ltd", "retention_ms": 86_400_000,
+                   "ticket_retention_ms": 3_600_000, "version": 2}
     assert await api.ok("GET", f"/v1/tenants/{tid}") == upd
     assert (await api.call("PUT", "/v1/tenants/nosuch" + tid, json={})).status_code == 404
     assert (await api.call("GET", "/v1/tenants/nosuch" + tid)).status_code == 404
@@ -85,7 +88,8 @@ async def test_tenant_create_get_update_delete(api: Api) -> None:
     assert (await api.call("DELETE", f"/v1/tenants/{tid}")).status_code == 404
     # the id can be used again, from scratch
     again = await api.ok("POST", "/v1/tenants", json={"id": tid}, status=201)
-    assert again == {"id": tid, "name": "", "retention_ms": 86_400_000, "version": 1}
+    assert again == {"id": tid, "name": "", "retention_ms": 86_400_000,
+                     "ticket_retention_ms": 90 * 86_400_000, "version": 1}
     assert (await api.ok("GET", f"{base(tid)}/groups"))["items"] == []
     assert len((await api.ok("GET", f"{base(tid)}/audit"))["items"]) == 1
     await api.ok("DELETE", f"/v1/tenants/{tid}", status=204)
@@ -97,6 +101,9 @@ async def test_tenant_bad_body(api: Api) -> None:
     r = await api.call("POST", "/v1/tenants", json={"id": "x" + uuid.uuid4().hex[:8],
                                                     "retention_ms": 5})
     assert r.status_code == 400 and r.json()["extra"][0]["key"] == "retention_ms"
+    r = await api.call("POST", "/v1/tenants", json={"id": "x" + uuid.uuid4().hex[:8],
+                                                    "ticket_retention_ms": 3_599_999})
+    assert r.status_code == 400 and r.json()["extra"][0]["key"] == "ticket_retention_ms"
     r = await api.call("POST", "/v1/tenants", json={"id": "no spaces"})
     assert r.status_code == 400 and r.json()["extra"][0]["key"] == "id"
 
@@ -111,7 +118,7 @@ async def test_tenant_list_paging(api: Api) -> None:
     page1 = await api.ok("GET", f"/v1/tenants?limit=2&cursor={prefix}", role="viewer")
     assert [t["id"] for t in page1["items"]] == ids[:2]
     assert page1["items"][0] == {"id": ids[0], "name": ids[0], "retention_ms": 86_400_000,
-                                 "version": 1}
+                                 "ticket_retention_ms": 90 * 86_400_000, "version": 1}
     assert page1["next"] == ids[1]
     page2 = await api.ok("GET", f"/v1/tenants?limit=2&cursor={page1['next']}")
     assert page2["items"][0]["id"] == ids[2]
@@ -154,6 +161,7 @@ FULL_GROUP: dict[str, Any] = {
                "confirm_close_ms": 120_000},
     "service_level_ms": 15_000,
     "service_level_target": 0.9,
+    "tickets": {"reassign_untouched_ms": 7_200_000, "release_spread_ms": 0},
 }
 
 
@@ -360,7 +368,7 @@ async def test_agent_crud(api: Api, atenant: str) -> None:
         "sessions": [], "preclosed_sessions": [], "parked": [], "last_assigned_ms": None,
         "groups": [{"group": "g1", "ability": 2.0, "candidate": False, "readiness": None},
                    {"group": "g2", "ability": 0.5, "candidate": False, "readiness": None}],
-        "version": 1,
+        "ticket_limit": 20, "open_tickets": 0, "version": 1,
     }
     assert await api.ok("GET", f"{path}/ann", role="viewer") == made
     assert (await api.call("POST", path, json={"id": "ann", "capacity": 1})).status_code == 409
@@ -567,7 +575,7 @@ async def test_concurrent_creates_of_one_tenant(api: Api) -> None:
     assert await api.ok("GET", f"/v1/tenants/{tid}") == winner
     assert winner["version"] == 1
     assert [(e["action"], e["after"]) for e in (await api.ok("GET", f"{base(tid)}/audit"))[
-        "items"]] == [("create", [winner["name"], "86400000"])]
+        "items"]] == [("create", [winner["name"], "86400000", "7776000000"])]
     await api.ok("DELETE", f"/v1/tenants/{tid}", status=204)
 
 

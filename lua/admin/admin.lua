@@ -36,8 +36,9 @@ local function key_of(name, arg)
 end
 
 -- Stored values that are msgpack blobs: unpacked in snapshots, so the audit log holds
--- text and numbers only.
+-- text and numbers only. BLOBS by field name; BLOB_HASHES: hashes whose every value is one.
 local BLOBS = {tiers = true, timers = true, meta = true, rules = true, f = true}
+local BLOB_HASHES = {teams = true, ticket_types = true}
 -- Derived fields left out of snapshots: a group's service windows (from its meta).
 local DERIVED = {win = true}
 
@@ -53,11 +54,13 @@ local function snapshot(snap)
   for i, spec in ipairs(snap) do
     local key = key_of(spec[1], spec[2])
     if spec[3] ~= "" then
-      out[i] = value(call("HGET", key, spec[3]), BLOBS[spec[3]] or spec[1] == "teams")
+      out[i] = value(call("HGET", key, spec[3]), BLOBS[spec[3]] or BLOB_HASHES[spec[1]])
     else
       local flat, map = call("HGETALL", key), {}
       for j = 1, #flat, 2 do
-        if not DERIVED[flat[j]] then map[flat[j]] = value(flat[j + 1], BLOBS[flat[j]]) end
+        if not DERIVED[flat[j]] then
+          map[flat[j]] = value(flat[j + 1], BLOBS[flat[j]] or BLOB_HASHES[spec[1]])
+        end
       end
       out[i] = #flat > 0 and map or false
     end
