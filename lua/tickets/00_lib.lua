@@ -24,6 +24,7 @@ local TICKET_STATES = {"held", "queued", "assigned", "in_progress", "closed"}
 local HANDLED_MAX = 10000
 local DISPATCH_MAX = 500 -- tickets assigned from one group queue per call
 local POLL_MS = 60000 -- a group with waiting tickets is looked at least this often
+local DAY_MS = 86400000
 L.TICKET_STATES = TICKET_STATES
 
 function L.ticket(id)
@@ -100,11 +101,11 @@ end
 
 -- ------------------------------------------------------------------ candidates
 
--- The group's shift-start release, while it lasts: {share = n}, else nil.
+-- The group's shift-start release, while it lasts: {share = n, till = ms it ends}, else nil.
 local function ramp_of(g, now)
   local r = call("HMGET", K.ticket_ramp(g), "#until", "#share")
   local till = tonumber(r[1])
-  if till and now < till then return {share = tonumber(r[2])} end
+  if till and now < till then return {share = tonumber(r[2]), till = till} end
   return nil
 end
 
@@ -188,8 +189,9 @@ function L.ticket_reassign(t, now, ev)
 end
 
 -- Assign group g's waiting tickets, in queue order, to its eligible members (at most
--- DISPATCH_MAX; the rest at the next tick). `reason` goes on the assigned events.
-function L.ticket_dispatch(g, now, ev, reason)
+-- DISPATCH_MAX; the rest at the next tick). `reason` goes on the assigned events; with
+-- `own` (the ticket entering the group) only on that one's, the others are "queue".
+function L.ticket_dispatch(g, now, ev, reason, own)
   local qkey = K.ticket_queue(g)
   if call("ZCARD", qkey) == 0 or not L.in_hours(g, now) then return end
   local ramp = ramp_of(g, now)
@@ -201,14 +203,69 @@ function L.ticket_dispatch(g, now, ev, reason)
     local t = L.ticket(head)
     local i, via = pick(t, cands, nil)
     local c = cands[i]
-    L.ticket_assign(t, c.id, via, reason, now, ev)
+    L.ticket_assign(t, c.id, via, (own == nil or head == own) and reason or "queue", now, ev)
     c.load, c.last, n = c.load + 1, now, n + 1
     if ramp then
       c.taken = call("HINCRBY", K.ticket_ramp(g), c.id, 1)
     end
     if c.load >= c.lim or (ramp and c.taken >= ramp.share) then table.remove(cands, i) end
   end
-  if call("ZCARD", qkey) > 0 then L.ticket_wake(g, n >= DISPATCH_MAX and now or now + POLL_MS) end
+  if call("ZCARD", qkey) > 0 then
+    -- the group has one wake-up: a poll must not push back the end of a release's cap
+    local due = n >= DISPATCH_MAX and now or now + POLL_MS
+    L.ticket_wake(g, ramp and math.min(due, ramp.till) or due)
+  end
+end
+
+-- Look at group g's waiting tickets (its "gq" wake-up, lua/tickets/ticket_tick.lua):
+-- outside its service hours, look again when it opens; when a shift starts, release its
+-- held tickets, spread over the members coming on shift; then assign what it can.
+function L.ticket_check_group(g, now, ev)
+  local gc = L.group(g)
+  local qkey = K.ticket_queue(g)
+  if not gc or call("ZCARD", qkey) == 0 then return end
+  if not L.in_hours(g, now) then
+    -- tickets still waiting when the shift ended are held like those that came in after
+    -- it: the next shift start releases them all, spread over its members
+    local opens = L.next_open(g, now)
+    for _, id in ipairs(call("ZRANGE", qkey, 0, -1)) do
+      if call("HGET", K.ticket(id), "st") == "queued" then
+        L.ticket_state({id = id, st = "queued", at = tonumber(call("HGET", K.ticket(id), "at"))},
+          "held")
+        ev[#ev + 1] = {event = "ticket_held", ticket = id, group = g, reason = "shift_end",
+                       until_ms = opens}
+      end
+    end
+    L.ticket_wake(g, opens)
+    return
+  end
+  local held = {}
+  for _, id in ipairs(call("ZRANGE", qkey, 0, -1)) do
+    if call("HGET", K.ticket(id), "st") == "held" then
+      held[#held + 1] = id
+      L.ticket_state({id = id, st = "held", at = tonumber(call("HGET", K.ticket(id), "at"))},
+        "queued")
+    end
+  end
+  if #held > 0 then
+    call("DEL", K.ticket_ramp(g))
+    local spread = gc.tspread or 0
+    if spread > 0 then
+      local members = math.max(call("HLEN", K.members(g)), 1)
+      call("HSET", K.ticket_ramp(g), "#until", sfmt("%d", now + spread),
+        "#share", math.ceil(#held / members))
+      call("PEXPIRE", K.ticket_ramp(g), spread + DAY_MS)
+      L.ticket_wake(g, now + spread) -- the cap is lifted then
+    end
+  end
+  L.ticket_dispatch(g, now, ev, #held > 0 and "shift_start" or "queue")
+  for _, id in ipairs(held) do
+    local pos = call("ZRANK", qkey, id)
+    if pos then
+      ev[#ev + 1] = {event = "ticket_queued", ticket = id, group = g, reason = "shift_start",
+                     position = pos + 1}
+    end
+  end
 end
 
 -- Ticket t enters group g (created or forwarded): held outside g's service hours, else
@@ -222,8 +279,8 @@ function L.ticket_enter(t, g, now, reason, ev)
   call("ZADD", K.group_tickets(g), sfmt("%d", t.at), t.id)
   call("HINCRBY", K.tickets_open(), g, 1)
   call("HINCRBY", K.ticket_visits(t.id), g, 1)
-  call("ZADD", K.ticket_queue(g), sfmt("%d", va), t.id)
   if not L.in_hours(g, now) then
+    call("ZADD", K.ticket_queue(g), sfmt("%d", va), t.id)
     L.ticket_state(t, "held")
     local opens = L.next_open(g, now)
     L.ticket_wake(g, opens)
@@ -231,8 +288,17 @@ function L.ticket_enter(t, g, now, reason, ev)
                    until_ms = opens}
     return
   end
+  -- the group's look at its waiting tickets is due (a shift started, a member became
+  -- eligible) and the tick has not come yet: that goes first, so the tickets already
+  -- waiting keep their place and a shift start its spread
+  local due = tonumber(call("ZSCORE", K.ticket_due(), "gq:" .. g))
+  if due and due <= now then
+    call("ZREM", K.ticket_due(), "gq:" .. g)
+    L.ticket_check_group(g, now, ev)
+  end
+  call("ZADD", K.ticket_queue(g), sfmt("%d", va), t.id)
   L.ticket_state(t, "queued")
-  L.ticket_dispatch(g, now, ev, reason)
+  L.ticket_dispatch(g, now, ev, reason, t.id)
   if call("HGET", K.ticket(t.id), "st") == "queued" then
     ev[#ev + 1] = {event = "ticket_queued", ticket = t.id, group = g, reason = reason,
                    position = call("ZRANK", K.ticket_queue(g), t.id) + 1}

@@ -11,7 +11,8 @@
                        supervisor (who, for a supervisor's forward: any open ticket)}
   Returns: msgpack [{event="ticket_forwarded", ticket, from_group, to_group, by,
            from_agent?, note, hop, spent_ms, loop}, {event="ticket_loop", ...}?, then
-           ticket_assigned | ticket_queued | ticket_held]
+           ticket_assigned | ticket_queued | ticket_held (after the events of tickets
+           already waiting in the new group, as for create_ticket)]
   Errors:  "E_BAD_ID <field>", "E_BAD_ARG <field>", "E_TICKET_UNKNOWN <id>",
            "E_TICKET_STATE closed", "E_GROUP_UNKNOWN <id>", "E_SAME_GROUP <id>",
            "E_NOT_TICKET_HANDLER <handler or none>"

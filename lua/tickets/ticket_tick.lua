@@ -2,8 +2,9 @@
   Fire the ticket timers due at now_ms (up to `limit`), in due order, then purge closed
   tickets past the tenant's ticket retention (up to `limit`):
     gq:<group>  look at the group's waiting tickets: while it is outside its service
-                hours, look again when it opens; when a shift starts, its held tickets
-                are released (queued) and spread over the members coming on shift: for
+                hours, hold those still queued when its shift ended (ticket_held, reason
+                "shift_end") and look again when it opens; when a shift starts, its held
+                tickets are released (queued) and spread over the members coming on shift: for
                 the group's ticket_release_spread_ms, each member takes at most
                 ceil(held / members) of them; then they go to the eligible members
     ra:<id>     the handler has not touched the ticket for the group's
@@ -20,43 +21,6 @@
   Errors:  "E_BAD_ARG limit"
 ]]
 local DAY_MS = 86400000
-
-local function check_group(g, now, ev)
-  local gc = L.group(g)
-  local qkey = K.ticket_queue(g)
-  if not gc or call("ZCARD", qkey) == 0 then return end
-  if not L.in_hours(g, now) then
-    L.ticket_wake(g, L.next_open(g, now))
-    return
-  end
-  local held = {}
-  for _, id in ipairs(call("ZRANGE", qkey, 0, -1)) do
-    if call("HGET", K.ticket(id), "st") == "held" then
-      held[#held + 1] = id
-      L.ticket_state({id = id, st = "held", at = tonumber(call("HGET", K.ticket(id), "at"))},
-        "queued")
-    end
-  end
-  if #held > 0 then
-    call("DEL", K.ticket_ramp(g))
-    local spread = gc.tspread or 0
-    if spread > 0 then
-      local members = math.max(call("HLEN", K.members(g)), 1)
-      call("HSET", K.ticket_ramp(g), "#until", sfmt("%d", now + spread),
-        "#share", math.ceil(#held / members))
-      call("PEXPIRE", K.ticket_ramp(g), spread + DAY_MS)
-      L.ticket_wake(g, now + spread) -- the cap is lifted then
-    end
-  end
-  L.ticket_dispatch(g, now, ev, #held > 0 and "shift_start" or "queue")
-  for _, id in ipairs(held) do
-    local pos = call("ZRANK", qkey, id)
-    if pos then
-      ev[#ev + 1] = {event = "ticket_queued", ticket = id, group = g, reason = "shift_start",
-                     position = pos + 1}
-    end
-  end
-end
 
 local function reassign(t, now, ev)
   if t.st ~= "assigned" then return end
@@ -98,7 +62,13 @@ local function purge(now, limit)
     call("ZREM", K.tickets(), id)
     call("ZREM", K.ticket_state("closed"), id)
     if r[1] then call("ZREM", K.group_tickets(r[1]), id) end
-    if r[2] and r[2] ~= "" then call("ZREM", K.order_tickets(r[2]), id) end
+    if r[2] and r[2] ~= "" then
+      call("ZREM", K.order_tickets(r[2]), id)
+      -- the order's last ticket is gone: forget its owner and handlers too
+      if call("EXISTS", K.order_tickets(r[2])) == 0 then
+        call("DEL", K.order(r[2]), K.order_handlers(r[2]))
+      end
+    end
     call("DEL", K.ticket(id), K.ticket_history(id), K.ticket_hops(id), K.ticket_visits(id))
     call("ZREM", K.tickets_closed(), id)
   end
@@ -117,7 +87,7 @@ OPS.ticket_tick = function(now, a)
     call("ZREM", K.ticket_due(), m)
     local kind, id = m:match("^(%w+):(.*)$")
     if kind == "gq" then
-      check_group(id, now, ev)
+      L.ticket_check_group(id, now, ev)
     else
       local t = L.ticket(id)
       if t and FIRE[kind] then FIRE[kind](t, now, ev) end
