@@ -38,6 +38,8 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     tenants: list[str] | None = None
     created_ms: int = 0
     created_by: str = ""
+    agent: str | None = None
+    """The agent a token of role agent acts as (None: any agent, e.g. a system's token)."""
 
     @property
     def actor(self) -> str:
@@ -69,14 +71,14 @@ class Tokens:
 
     async def create(
         self, *, name: str, role: str, tenants: list[str] | None, by: str, now_ms: int,
-        secret: str | None = None, only_if_none: bool = False,
+        secret: str | None = None, only_if_none: bool = False, agent: str | None = None,
     ) -> tuple[str, Principal] | None:
         """Store a new token; returns (secret, record), or None when ``only_if_none``
         and a token exists already (the bootstrap token is made once)."""
         secret = secret or new_secret()
         rec = Principal(
             id=secrets.token_hex(6), name=name, role=role, tenants=tenants,
-            created_ms=now_ms, created_by=by,
+            created_ms=now_ms, created_by=by, agent=agent,
         )
         sha = digest(secret)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -147,6 +149,13 @@ class BearerAuth(AbstractAuthenticationMiddleware):
 def has_role(principal: Principal, role: str) -> bool:
     """Whether ``principal``'s role is ``role`` or stronger."""
     return _RANK.get(principal.role, -1) >= _RANK[role]
+
+
+def check_acting_as(principal: Principal, agent: str | None) -> None:
+    """403 when a token bound to an agent acts as another one (``agent`` None: nobody)."""
+    if principal.agent is not None and agent is not None and agent != principal.agent:
+        raise PermissionDeniedException(
+            f"this token acts only as agent {principal.agent}, not {agent}")
 
 
 def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

@@ -11,7 +11,7 @@ from litestar.params import Parameter
 from admin import schemas as s
 from admin import views
 from admin.auth import Principal
-from admin.service import Admin
+from admin.service import Admin, Unprocessable
 from dispatchd import keys
 
 GLOBAL_ADMIN = {"role": "admin", "all_tenants": True}
@@ -20,7 +20,8 @@ MAX_SCAN = 10_000
 
 def _token_out(p: Principal) -> s.TokenOut:
     return s.TokenOut(id=p.id, name=p.name, role=p.role,  # type: ignore[arg-type]
-                      tenants=p.tenants, created_ms=p.created_ms, created_by=p.created_by)
+                      tenants=p.tenants, created_ms=p.created_ms, created_by=p.created_by,
+                      agent=p.agent)
 
 
 class TokenController(Controller):
@@ -34,10 +35,13 @@ class TokenController(Controller):
     @post("/", summary="Create a token", opt=GLOBAL_ADMIN)
     async def create_token(self, admin: Admin, request: Request[Any, Any, Any],
                            data: s.TokenIn) -> s.TokenCreated:
-        """The secret is in this response only; the server keeps its SHA-256."""
+        """The secret is in this response only; the server keeps its SHA-256. ``agent``
+        binds a token of role agent to one agent (422 with another role)."""
+        if data.agent is not None and data.role != "agent":
+            raise Unprocessable(detail="agent: only a token of role agent acts as an agent")
         made = await admin.tokens.create(
             name=data.name, role=data.role, tenants=data.tenants, by=request.user.actor,
-            now_ms=admin.clock())
+            now_ms=admin.clock(), agent=data.agent)
         assert made is not None
         secret, rec = made
         out = _token_out(rec)

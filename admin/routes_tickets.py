@@ -18,7 +18,7 @@ from litestar.params import Parameter, QueryParameter
 
 from admin import schemas as s
 from admin import views
-from admin.auth import has_role
+from admin.auth import check_acting_as, has_role
 from admin.routes_config import ADMIN, Cursor, Limit
 from admin.service import Admin, Unprocessable, actor_name, events_json, if_match, within_bytes
 from dispatchd import keys, tickets
@@ -131,6 +131,7 @@ def _create_command(tid: str, data: s.TicketCreate, by: str) -> dict[str, Any]:
 def _acting(request: Request[Any, Any, Any], agent: str | None) -> dict[str, str]:
     """Who a forward or close acts as: the handler ``agent``, or without one the caller
     as a supervisor (403 for a weaker role)."""
+    check_acting_as(request.user, agent)
     if agent is not None:
         return {"agent": agent}
     if not has_role(request.user, "supervisor"):
@@ -168,7 +169,8 @@ class TicketController(Controller):
         group: held outside the group's service hours, else assigned to an eligible
         member, else queued."""
         tid = data.id or "tk-" + secrets.token_hex(6)
-        by = data.created_by or actor_name(request.user)
+        check_acting_as(request.user, data.created_by)
+        by = data.created_by or request.user.agent or actor_name(request.user)
         return await self._act(admin, request, tenant, tid, "create",
                                _create_command(tid, data, by), expect="absent")
 
@@ -218,6 +220,7 @@ class TicketController(Controller):
         """The first response moves it to in_progress and stops its first-response clock.
         409 unless ``agent`` is its handler."""
         within_bytes(data.note, 4000, "note")
+        check_acting_as(request.user, data.agent)
         return await self._act(admin, request, tenant, ticket, "respond", {
             "op": "respond_ticket", "ticket": ticket, "agent": data.agent, "note": data.note})
 

@@ -557,6 +557,9 @@ class TokenIn(_In, frozen=True, kw_only=True):
     role: Role
     tenants: Annotated[list[Id], Meta(min_length=1, max_length=1000)] | None = None
     """Tenants the token may touch; all when absent."""
+    agent: Id | None = None
+    """Role agent only: the agent the token acts as (its ticket actions name no other
+    agent, 403); absent: any agent (a system's token)."""
 
 
 class TokenOut(_Out, frozen=True, kw_only=True):
@@ -566,6 +569,7 @@ class TokenOut(_Out, frozen=True, kw_only=True):
     tenants: list[str] | None
     created_ms: int
     created_by: str
+    agent: str | None = None
 
 
 class TokenCreated(TokenOut, frozen=True, kw_only=True):

@@ -541,3 +541,36 @@ async def test_tenant_ticket_retention_purges_closed_tickets(api: Api, atenant: 
     await tick(api, t, T0 + H)
     await refused(api, "GET", f"{base(t)}/tickets/t1", 404)
     await refused(api, "GET", f"{base(t)}/tickets/t1/history", 404)
+
+
+async def test_a_token_bound_to_an_agent_acts_only_as_that_agent(api: Api, atenant: str) -> None:
+    t = atenant
+    await setup(api, t, {"ann": {"g": 1}, "bob": {"g": 1}})
+    made = await api.ok("POST", "/v1/tokens", status=201,
+                        json={"name": "ann's desk", "role": "agent", "agent": "ann"})
+    assert made["agent"] == "ann"
+    desk = {"Authorization": f"Bearer {made['token']}"}
+    r = await api.http.post(f"{base(t)}/tickets", headers=desk,
+                            json={"id": "b1", "type": "refund", "group": "g", "fields": GOOD})
+    assert r.status_code == 201, r.text
+    out = r.json()["ticket"]
+    assert out["created_by"] == "ann"  # a bound token creates as its agent
+    handler = out["agent"]
+    other = "bob" if handler == "ann" else "ann"
+    # it may not name another agent, whoever handles the ticket
+    for action, body in (("respond", {"agent": other}),
+                         ("forward", {"agent": other, "to_group": "h"}),
+                         ("close", {"agent": other, "resolution": "x"})):
+        r = await api.http.post(f"{base(t)}/tickets/b1/{action}", headers=desk, json=body)
+        assert r.status_code == 403, (action, r.text)
+        assert "acts only as agent ann" in r.json()["detail"]
+    r = await api.http.post(f"{base(t)}/tickets", headers=desk, json={
+        "id": "b2", "type": "refund", "group": "g", "fields": GOOD, "created_by": "bob"})
+    assert r.status_code == 403, r.text
+    if handler == "ann":
+        r = await api.http.post(f"{base(t)}/tickets/b1/respond", headers=desk,
+                                json={"agent": "ann", "note": "on it"})
+        assert r.status_code == 200, r.text
+    # only a token of role agent is bound to an agent
+    r = await api.call("POST", "/v1/tokens", json={"name": "x", "role": "viewer", "agent": "ann"})
+    assert r.status_code == 422, r.text
