@@ -6,8 +6,8 @@
   KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
   ARGV[1] now_ms       int    caller's clock
   ARGV[2] command      msgpack map {agent}
-  Touches: the agent's hash, skills, session sets and parking zset; the members and
-           ranking of each of its groups; the agent set.
+  Touches: the agent's hash, skills, session sets, parking zset and ticket lists; the
+           members and ranking of each of its groups; the agent set.
   Returns: msgpack [{event="agent_deleted", agent}]
   Errors:  "E_BAD_ID agent", "E_AGENT_UNKNOWN <id>", "E_AGENT_BUSY <what it holds>"
 ]]
@@ -29,7 +29,7 @@ OPS.delete_agent = function(now, a)
     call("HDEL", K.members(g), id)
   end
   call("DEL", K.agent(id), K.skills(id), K.agent_sessions(id), K.agent_preclosed(id),
-    K.parked(id), K.agent_tickets(id))
+    K.parked(id), K.agent_tickets(id), K.agent_handled(id))
   call("SREM", K.agents(), id)
   AGENTS[id] = false
   return {{event = "agent_deleted", agent = id}}
