@@ -232,7 +232,7 @@ async def test_tokens_create_list_revoke(api: Api, atenant: str) -> None:
     secret, tid = made.pop("token"), made["id"]
     assert secret.startswith("dsp_") and len(secret) > 40
     assert made == {"id": tid, "name": "ops", "role": "supervisor", "tenants": [t],
-                    "created_ms": T0 + 7 * S, "created_by": adm}
+                    "created_ms": T0 + 7 * S, "created_by": adm, "agent": None}
 
     listed = await api.call("GET", "/v1/tokens")
     assert listed.status_code == 200 and secret not in listed.text
