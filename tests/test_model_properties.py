@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
-import uuid
 from typing import Any
 
 import msgspec
 import pytest
-import redis.asyncio as aioredis
-import uvloop
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     rule,
@@ -33,7 +28,6 @@ from hypothesis.stateful import (
 )
 
 from dispatchd import keys
-from dispatchd.engine import Engine
 from dispatchd.errors import (
     AgentBlocked,
     AgentOffline,
@@ -76,6 +70,7 @@ from dispatchd.messages import (
     Transferred,
     TransferSession,
 )
+from tests.machines import EngineMachine
 
 try:  # tests/ may or may not be a package
     from tests.reference_model import Model
@@ -91,7 +86,6 @@ UNKNOWN_AGENT = "a9"
 UNKNOWN_SESSION = "s-none"
 BAD_IDS = ["", "has space", "x" * 65, "é", "a/b", "{t}"]
 
-_tenants = itertools.count()
 SEEN: collections.Counter[str] = collections.Counter()  # event classes seen (coverage)
 
 
@@ -134,48 +128,17 @@ def _ability() -> st.SearchStrategy[float]:
     )
 
 
-class RoutingMachine(RuleBasedStateMachine):
+class RoutingMachine(EngineMachine):
     """Engine (Lua on Valkey) and Model side by side. ``redis_url`` is bound by a subclass."""
 
-    redis_url: str = ""
-
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = uvloop.new_event_loop()
-        self.tenant = f"pm{os.getpid()}-{next(_tenants)}-{uuid.uuid4().hex[:8]}"
-        self.client: aioredis.Redis = self.loop.run_until_complete(self._connect())
-        self.engine = Engine(self.client)
+        super().__init__("pm")
         self.model = Model()
         self.now = T0
         self.next_session = itertools.count(1)
         # agents allowed over capacity: reactivated over it, forced, or capacity lowered
         self.over_ok: set[str] = set()
         self.closed_checked: set[str] = set()
-
-    async def _connect(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.redis_url, decode_responses=False)
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    def teardown(self) -> None:
-        try:
-            self.run(self._cleanup())
-        finally:
-            self.loop.close()
-
-    async def _cleanup(self) -> None:
-        try:
-            batch: list[bytes] = []
-            async for k in self.client.scan_iter(match=keys.prefix(self.tenant) + "*", count=500):
-                batch.append(k)
-                if len(batch) >= 500:
-                    await self.client.unlink(*batch)
-                    batch = []
-            if batch:
-                await self.client.unlink(*batch)
-        finally:
-            await self.client.aclose()
 
     # ================================================================= comparison core
 

@@ -33,18 +33,13 @@ steps) in about ten.
 from __future__ import annotations
 
 import itertools
-import os
-import uuid
 from types import SimpleNamespace
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
-import uvloop
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -53,7 +48,6 @@ from hypothesis.stateful import (
 )
 
 from dispatchd import hours, keys, tickets
-from dispatchd.engine import Engine
 from dispatchd.errors import CommandRejected
 from dispatchd.messages import (
     AgentStatusName,
@@ -79,6 +73,7 @@ from dispatchd.messages import (
     TicketQueued,
     TicketTick,
 )
+from tests.machines import EngineMachine
 
 try:  # tests/ may or may not be a package
     from tests.ticket_model import POLL_MS, WAITING, WITH_HANDLER, TicketModel
@@ -117,7 +112,6 @@ HOURS_PRESETS: list[dict[str, Any] | None] = [
         {"days": ["tue", "wed"], "start": "19:00", "end": "24:00"}]},
 ]
 
-_tenants = itertools.count()
 
 
 def _hours(spec: dict[str, Any]) -> Any:
@@ -132,17 +126,11 @@ def _some(data: st.DataObject, percent: int) -> bool:
     return data.draw(st.integers(0, 99), label="roll") >= 100 - percent
 
 
-class TicketMachine(RuleBasedStateMachine):
+class TicketMachine(EngineMachine):
     """Engine (Lua on Valkey) and model side by side. ``redis_url`` is bound by a subclass."""
 
-    redis_url: str = ""
-
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = uvloop.new_event_loop()
-        self.tenant = f"tp{os.getpid()}-{next(_tenants)}-{uuid.uuid4().hex[:8]}"
-        self.client: aioredis.Redis = self.loop.run_until_complete(self._connect())
-        self.engine = Engine(self.client)
+        super().__init__("tp")
         self.model = TicketModel()
         self.now = T0
         self.agents: list[str] = []
@@ -151,27 +139,6 @@ class TicketMachine(RuleBasedStateMachine):
         self.created: list[str] = []
         self.next_ticket = itertools.count(1)
         self.checks = 0  # views checked so far (picks the query family checked next)
-
-    async def _connect(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.redis_url, decode_responses=False)
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    def teardown(self) -> None:
-        try:
-            self.run(self._cleanup())
-        finally:
-            self.loop.close()
-
-    async def _cleanup(self) -> None:
-        try:
-            found = [k async for k in self.client.scan_iter(
-                match=keys.prefix(self.tenant) + "*", count=500)]
-            for i in range(0, len(found), 500):
-                await self.client.unlink(*found[i:i + 500])
-        finally:
-            await self.client.aclose()
 
     # ================================================================ the clock's truth
 
