@@ -16,7 +16,7 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.params import Parameter, QueryParameter
 
-from admin import schemas as s
+from admin import ticket_schemas as ts
 from admin import views
 from admin.auth import check_acting_as, has_role
 from admin.routes_config import ADMIN, Cursor, Limit
@@ -33,7 +33,7 @@ TicketCursor = Annotated[str | None, Parameter(
 # --------------------------------------------------------------------------- ticket types
 
 
-def _type_command(tid: str, data: s.TicketTypeIn) -> dict[str, Any]:
+def _type_command(tid: str, data: ts.TicketTypeIn) -> dict[str, Any]:
     """The configure_ticket_type command; 422 for what the schema cannot say (unique
     field names, text limits in bytes)."""
     within_bytes(data.name, 200, "name")
@@ -42,7 +42,7 @@ def _type_command(tid: str, data: s.TicketTypeIn) -> dict[str, Any]:
         if f.name in seen:
             raise Unprocessable(detail=f"fields: duplicate name {f.name}")
         seen.add(f.name)
-        if isinstance(f, s.EnumField):
+        if isinstance(f, ts.EnumField):
             for value in f.values:
                 within_bytes(value, 200, f"fields.{f.name}.values")
     return {"op": "configure_ticket_type", "type": tid, "name": data.name,
@@ -55,7 +55,7 @@ class TicketTypeController(Controller):
     tags = ["tickets"]
 
     @staticmethod
-    async def _type(admin: Admin, tenant: str, tid: str) -> s.TicketTypeOut | None:
+    async def _type(admin: Admin, tenant: str, tid: str) -> ts.TicketTypeOut | None:
         raw, ver = await views.with_version(
             admin.redis, tenant, "ticket_type", tid,
             lambda p: p.hget(keys.key("ticket_types", tenant), tid))
@@ -63,15 +63,15 @@ class TicketTypeController(Controller):
 
     @get("/", summary="List ticket types")
     async def list_types(self, admin: Admin, tenant: str, limit: Limit = 100,
-                         cursor: Cursor = None) -> s.TicketTypePage:
+                         cursor: Cursor = None) -> ts.TicketTypePage:
         await admin.require_tenant(tenant)
         ids = [t.decode() for t in await admin.redis.hkeys(keys.key("ticket_types", tenant))]
         chosen, nxt = views.page(ids, cursor, limit)
         found = [await self._type(admin, tenant, t) for t in chosen]
-        return s.TicketTypePage(items=[t for t in found if t is not None], next=nxt)
+        return ts.TicketTypePage(items=[t for t in found if t is not None], next=nxt)
 
     @get("/{ticket_type:str}", summary="Get a ticket type")
-    async def get_type(self, admin: Admin, tenant: str, ticket_type: str) -> s.TicketTypeOut:
+    async def get_type(self, admin: Admin, tenant: str, ticket_type: str) -> ts.TicketTypeOut:
         await admin.require_tenant(tenant)
         out = await self._type(admin, tenant, ticket_type)
         if out is None:
@@ -79,7 +79,7 @@ class TicketTypeController(Controller):
         return out
 
     async def _write(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
-                     tid: str, data: s.TicketTypeIn, create: bool) -> s.TicketTypeOut:
+                     tid: str, data: ts.TicketTypeIn, create: bool) -> ts.TicketTypeOut:
         await admin.require_tenant(tenant)
         await admin.change(
             tenant, request.user, "create" if create else "update", "ticket_type", tid,
@@ -90,12 +90,12 @@ class TicketTypeController(Controller):
 
     @post("/", summary="Create a ticket type", opt=ADMIN)
     async def create_type(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
-                          data: s.TicketTypeCreate) -> s.TicketTypeOut:
+                          data: ts.TicketTypeCreate) -> ts.TicketTypeOut:
         return await self._write(admin, request, tenant, data.id, data, True)
 
     @put("/{ticket_type:str}", summary="Replace a ticket type", opt=ADMIN)
     async def update_type(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
-                          ticket_type: str, data: s.TicketTypeIn) -> s.TicketTypeOut:
+                          ticket_type: str, data: ts.TicketTypeIn) -> ts.TicketTypeOut:
         """Tickets already created keep the fields they were created with."""
         return await self._write(admin, request, tenant, ticket_type, data, False)
 
@@ -113,7 +113,7 @@ class TicketTypeController(Controller):
 # -------------------------------------------------------------------------------- tickets
 
 
-def _create_command(tid: str, data: s.TicketCreate, by: str) -> dict[str, Any]:
+def _create_command(tid: str, data: ts.TicketCreate, by: str) -> dict[str, Any]:
     """The create_ticket command; 422 for what the schema cannot say."""
     within_bytes(data.title, 500, "title")
     within_bytes(by, 256, "created_by")
@@ -145,7 +145,7 @@ class TicketController(Controller):
     tags = ["tickets"]
 
     @staticmethod
-    async def _ticket(admin: Admin, tenant: str, tid: str) -> s.TicketOut:
+    async def _ticket(admin: Admin, tenant: str, tid: str) -> ts.TicketOut:
         view = await tickets.get_ticket(admin.redis, tenant, tid)
         if view is None:
             raise NotFoundException(f"ticket {tid} not found")
@@ -153,18 +153,18 @@ class TicketController(Controller):
 
     async def _act(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
                    tid: str, action: str, cmd: dict[str, Any],
-                   expect: str = "present") -> s.TicketActionOut:
+                   expect: str = "present") -> ts.TicketActionOut:
         """One audited change of ticket ``tid``; the ticket itself is checked first
         (``expect``: present, 404 otherwise; absent, 409 otherwise)."""
         await admin.require_tenant(tenant)
         result = await admin.change(tenant, request.user, action, "ticket", tid, cmd=cmd,
                                     snap=[["ticket", tid, ""]], expect=expect)
-        return s.TicketActionOut(ticket=await self._ticket(admin, tenant, tid),
+        return ts.TicketActionOut(ticket=await self._ticket(admin, tenant, tid),
                                  events=events_json(result), audit=result.audit)
 
     @post("/", summary="Create a ticket", opt=AGENT)
     async def create_ticket(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
-                            data: s.TicketCreate) -> s.TicketActionOut:
+                            data: ts.TicketCreate) -> ts.TicketActionOut:
         """Checked against its type's template (422 naming the field); it then enters its
         group: held outside the group's service hours, else assigned to an eligible
         member, else queued."""
@@ -178,10 +178,10 @@ class TicketController(Controller):
     async def list_tickets(
         self, admin: Admin, tenant: str, group: IdFilter = None, handler: IdFilter = None,
         handled_by: IdFilter = None, order_id: IdFilter = None,
-        ticket_state: Annotated[s.TicketState | None, QueryParameter(name="state")] = None,
+        ticket_state: Annotated[ts.TicketState | None, QueryParameter(name="state")] = None,
         overdue: bool | None = None,
         limit: Limit = 100, cursor: TicketCursor = None,
-    ) -> s.TicketPage:
+    ) -> ts.TicketPage:
         """Every given condition must hold: ``group`` (its group now), ``handler`` (who
         holds it now), ``handled_by`` (anyone it was ever assigned to), ``order_id``,
         ``state``, ``overdue``. Oldest first (``overdue``: by when it became overdue;
@@ -195,28 +195,28 @@ class TicketController(Controller):
                                             cursor=cursor)
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
-        return s.TicketPage(items=await views.tickets_out(admin.redis, tenant, found),
+        return ts.TicketPage(items=await views.tickets_out(admin.redis, tenant, found),
                             next=nxt)
 
     @get("/{ticket:str}", summary="Get a ticket with its hops")
-    async def get_ticket(self, admin: Admin, tenant: str, ticket: str) -> s.TicketOut:
+    async def get_ticket(self, admin: Admin, tenant: str, ticket: str) -> ts.TicketOut:
         await admin.require_tenant(tenant)
         return await self._ticket(admin, tenant, ticket)
 
     @get("/{ticket:str}/history", summary="A ticket's events, oldest first")
-    async def history(self, admin: Admin, tenant: str, ticket: str) -> s.TicketHistoryOut:
+    async def history(self, admin: Admin, tenant: str, ticket: str) -> ts.TicketHistoryOut:
         """Every event of the ticket as published on the outbound stream, until the ticket
         is purged (the tenant's ticket_retention_ms after it closed)."""
         await admin.require_tenant(tenant)
         if not await admin.redis.exists(keys.key("ticket", tenant, ticket)):
             raise NotFoundException(f"ticket {ticket} not found")
-        return s.TicketHistoryOut(
+        return ts.TicketHistoryOut(
             events=await tickets.get_history(admin.redis, tenant, ticket))
 
     @post("/{ticket:str}/respond", summary="Work on a ticket (its handler)", opt=AGENT,
           status_code=200)
     async def respond(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
-                      ticket: str, data: s.TicketRespondIn) -> s.TicketActionOut:
+                      ticket: str, data: ts.TicketRespondIn) -> ts.TicketActionOut:
         """The first response moves it to in_progress and stops its first-response clock.
         409 unless ``agent`` is its handler."""
         within_bytes(data.note, 4000, "note")
@@ -227,7 +227,7 @@ class TicketController(Controller):
     @post("/{ticket:str}/forward", summary="Forward a ticket to another group", opt=AGENT,
           status_code=200)
     async def forward(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
-                      ticket: str, data: s.TicketForwardIn) -> s.TicketActionOut:
+                      ticket: str, data: ts.TicketForwardIn) -> ts.TicketActionOut:
         """With ``agent``: by its handler (409 for anyone else). Without: by the caller as a
         supervisor (role supervisor). The hop is recorded; its SLA clock runs on."""
         within_bytes(data.note, 4000, "note")
@@ -238,7 +238,7 @@ class TicketController(Controller):
     @post("/{ticket:str}/close", summary="Close a ticket with its resolution", opt=AGENT,
           status_code=200)
     async def close(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
-                    ticket: str, data: s.TicketCloseIn) -> s.TicketActionOut:
+                    ticket: str, data: ts.TicketCloseIn) -> ts.TicketActionOut:
         """With ``agent``: by its handler (409 for anyone else). Without: by the caller as a
         supervisor (role supervisor), any open ticket, also one still waiting."""
         within_bytes(data.resolution, 4000, "resolution")
@@ -249,7 +249,7 @@ class TicketController(Controller):
     @post("/{ticket:str}/assign", summary="Assign a ticket by hand (supervisor)",
           opt=SUPERVISOR, status_code=200)
     async def assign(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
-                     ticket: str, data: s.TicketAssignIn) -> s.TicketActionOut:
+                     ticket: str, data: ts.TicketAssignIn) -> ts.TicketActionOut:
         """To a member of its group, whatever the member's status and ticket limit and the
         group's service hours (422 for an agent outside the group)."""
         return await self._act(admin, request, tenant, ticket, "assign", {

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from admin import schemas as s
+from admin import ticket_schemas as ts
 from dispatchd import keys
 from dispatchd.hours import in_service
 from dispatchd.tickets import TicketView
@@ -203,21 +204,21 @@ async def queue_out(
     return s.QueueOut(group=group, length=int(length), items=items)
 
 
-def ticket_type_out(tid: str, raw: bytes, version: int) -> s.TicketTypeOut:
+def ticket_type_out(tid: str, raw: bytes, version: int) -> ts.TicketTypeOut:
     """A stored ticket type ({name, fields, frt, res}, lua/tickets/configure_ticket_type.lua)."""
     t = _unpack.decode(raw)
     fields = t.get("fields") or []  # Lua's msgpack writes an empty list as an empty map
-    return s.TicketTypeOut(
+    return ts.TicketTypeOut(
         id=tid, name=t.get("name", ""),
-        fields=[msgspec.convert(f, s.TicketFieldSpec) for f in fields],
+        fields=[msgspec.convert(f, ts.TicketFieldSpec) for f in fields],
         first_response_ms=int(t.get("frt") or 0), resolution_ms=int(t.get("res") or 0),
         version=version,
     )
 
 
-def ticket_out(view: TicketView, hop_rows: list[bytes]) -> s.TicketOut:
+def ticket_out(view: TicketView, hop_rows: list[bytes]) -> ts.TicketOut:
     """A ticket as read by :mod:`dispatchd.tickets`, with its hop records (JSON rows)."""
-    return s.TicketOut(
+    return ts.TicketOut(
         id=view.ticket, type=view.type, state=view.state, group=view.group, agent=view.agent,
         order_id=view.order_id, priority=view.priority, title=view.title, fields=view.fields,
         created_ms=view.created_ms, created_by=view.created_by,
@@ -231,10 +232,10 @@ def ticket_out(view: TicketView, hop_rows: list[bytes]) -> s.TicketOut:
     )
 
 
-_hop = msgspec.json.Decoder(s.HopOut).decode
+_hop = msgspec.json.Decoder(ts.HopOut).decode
 
 
-async def tickets_out(redis: Any, tenant: str, found: list[TicketView]) -> list[s.TicketOut]:
+async def tickets_out(redis: Any, tenant: str, found: list[TicketView]) -> list[ts.TicketOut]:
     """``found`` with their hop records, in one round trip."""
     pipe = redis.pipeline(transaction=False)
     for view in found:
