@@ -99,8 +99,9 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     # zset: tickets waiting for a handler in the group (held or queued), score = creation
     # ms - priority * the group's priority unit
     "ticket_queue": ("{P}g:{group}:tq", ("group",)),
-    # hash: group -> number of its open tickets
+    # hash: group -> number of its open tickets; of its held tickets
     "tickets_open": ("{P}tkopen", ()),
+    "tickets_held": ("{P}tkheld", ()),
     # hash: agent -> tickets taken in the group's current shift-start release, plus
     # "#until" (ms the release ends) and "#share" (tickets per agent until then)
     "ticket_ramp": ("{P}g:{group}:ramp", ("group",)),

@@ -37,6 +37,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -456,6 +457,7 @@ class TicketMachine(EngineMachine):
         reads: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = [
             ("all", "zrange", (k("tickets", t), 0, -1), {}),
             ("counts", "hgetall", (k("tickets_open", t),), {}),
+            ("held", "hgetall", (k("tickets_held", t),), {}),
             ("overdue", "zrange", (k("tickets_overdue", t), 0, -1), {}),
             ("due", "zrange", (k("ticket_due", t), 0, -1), {"withscores": True}),
         ]
@@ -514,6 +516,9 @@ class TicketMachine(EngineMachine):
             n_open = sum(1 for v in views.values() if v and v.group == g and v.state != "closed")
             assert int(r["counts"].get(g.encode(), 0)) == n_open, (
                 f"tickets_open[{g}] = {r['counts'].get(g.encode())}, open tickets {n_open}")
+            n_held = sum(1 for v in views.values() if v and v.group == g and v.state == "held")
+            assert int(r["held"].get(g.encode(), 0)) == n_held, (
+                f"tickets_held[{g}] = {r['held'].get(g.encode())}, held tickets {n_held}")
         for a in self.agents:
             expect = {tid for tid, v in views.items()
                       if v and v.agent == a and v.state in WITH_HANDLER}
@@ -629,6 +634,8 @@ def _fmt(events: list[Any]) -> str:
     return "\n    " + "\n    ".join(repr(e) for e in events) if events else "[]"
 
 
+# the dev profile (400 runs of 200 steps) takes about 10 minutes; ci stays near 20 s
+@pytest.mark.timeout(3600)
 def test_tickets_match_model(redis_url: str) -> None:
     machine = type("BoundTicketMachine", (TicketMachine,), {"redis_url": redis_url})
     run_state_machine_as_test(

@@ -47,8 +47,15 @@ function L.open_ticket(v)
 end
 
 -- Move the ticket to state `st` (its hash and the per-state index).
+-- A ticket's group counts its held tickets ({t}:tkheld), so the look at a group's queue
+-- scans it for held (or not yet held) tickets only when there are some; a ticket that
+-- left its group while held (t.left, L.ticket_leave) was uncounted there already.
 function L.ticket_state(t, st)
-  if t.st then call("ZREM", K.ticket_state(t.st), t.id) end
+  if t.st then
+    call("ZREM", K.ticket_state(t.st), t.id)
+    if t.st == "held" and not t.left then call("HINCRBY", K.tickets_held(), t.g, -1) end
+  end
+  if st == "held" then call("HINCRBY", K.tickets_held(), t.g, 1) end
   call("ZADD", K.ticket_state(st), sfmt("%d", t.at), t.id)
   call("HSET", K.ticket(t.id), "st", st)
   t.st = st
@@ -223,15 +230,17 @@ end
 function L.ticket_check_group(g, now, ev)
   local gc = L.group(g)
   local qkey = K.ticket_queue(g)
-  if not gc or call("ZCARD", qkey) == 0 then return end
+  local waiting = call("ZCARD", qkey)
+  if not gc or waiting == 0 then return end
+  local held_now = tonumber(call("HGET", K.tickets_held(), g)) or 0
   if not L.in_hours(g, now) then
     -- tickets still waiting when the shift ended are held like those that came in after
     -- it: the next shift start releases them all, spread over its members
     local opens = L.next_open(g, now)
-    for _, id in ipairs(call("ZRANGE", qkey, 0, -1)) do
+    for _, id in ipairs(held_now < waiting and call("ZRANGE", qkey, 0, -1) or {}) do
       if call("HGET", K.ticket(id), "st") == "queued" then
-        L.ticket_state({id = id, st = "queued", at = tonumber(call("HGET", K.ticket(id), "at"))},
-          "held")
+        L.ticket_state({id = id, g = g, st = "queued",
+                        at = tonumber(call("HGET", K.ticket(id), "at"))}, "held")
         ev[#ev + 1] = {event = "ticket_held", ticket = id, group = g, reason = "shift_end",
                        until_ms = opens}
       end
@@ -240,11 +249,11 @@ function L.ticket_check_group(g, now, ev)
     return
   end
   local held = {}
-  for _, id in ipairs(call("ZRANGE", qkey, 0, -1)) do
+  for _, id in ipairs(held_now > 0 and call("ZRANGE", qkey, 0, -1) or {}) do
     if call("HGET", K.ticket(id), "st") == "held" then
       held[#held + 1] = id
-      L.ticket_state({id = id, st = "held", at = tonumber(call("HGET", K.ticket(id), "at"))},
-        "queued")
+      L.ticket_state({id = id, g = g, st = "held",
+                      at = tonumber(call("HGET", K.ticket(id), "at"))}, "queued")
     end
   end
   if #held > 0 then
@@ -308,6 +317,10 @@ end
 -- Ticket t leaves its group and handler (forwarded on, or closed when `closing`).
 function L.ticket_leave(t, now, closing)
   call("ZREM", K.ticket_queue(t.g), t.id)
+  if t.st == "held" then
+    call("HINCRBY", K.tickets_held(), t.g, -1)
+    t.left = true
+  end
   call("HINCRBY", K.tickets_open(), t.g, -1)
   if not closing then call("ZREM", K.group_tickets(t.g), t.id) end
   call("ZREM", K.ticket_due(), "ra:" .. t.id)

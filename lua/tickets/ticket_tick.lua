@@ -54,7 +54,10 @@ local function overdue(t, kind, now, ev)
 end
 
 local function purge(now, limit)
+  local oldest = call("ZRANGE", K.tickets_closed(), 0, 0, "WITHSCORES")
+  if #oldest == 0 then return end -- every tick: one call when nothing is closed
   local keep = tonumber(call("HGET", K.tenant(), "ticket_retention_ms")) or 90 * DAY_MS
+  if tonumber(oldest[2]) > now - keep then return end
   local old = call("ZRANGEBYSCORE", K.tickets_closed(), "-inf", sfmt("%d", now - keep),
     "LIMIT", 0, limit)
   for _, id in ipairs(old) do
