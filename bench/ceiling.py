@@ -26,7 +26,7 @@ from dispatchd.protocol import ArriveCmd
 
 PIPELINE = 100
 #: Commands the calibration's own client sends (not made by the script being counted).
-_CLIENT_COMMANDS = ("evalsha", "eval", "info", "script|load")
+_CLIENT_COMMANDS = ("evalsha", "eval", "fcall", "info", "script|load")
 
 #: One statement per kind of call an assignment makes (reads and writes on hashes,
 #: sorted sets and sets), each touching a key derived from KEYS[1], state kept bounded.
@@ -93,9 +93,9 @@ async def count_assign_calls(engine: Engine, tenant: str, n: int = 200) -> float
             for i in range(n)]
     args = {"lease": "bench", "lease_ms": 5000, "group": GROUP, "dedupe_ms": 86_400_000,
             "out_maxlen": 1_000_000, "dead_maxlen": 100_000, "cmds": cmds}
-    script = engine.redis.register_script(scripts.source(scripts.GATEWAY))
     before = await command_calls(engine.redis)
-    await script(keys=[keys.root(tenant)], args=[now, msgspec.msgpack.encode(args)])
+    await engine.redis.fcall(scripts.GATEWAY, 1, keys.root(tenant), now,
+                             msgspec.msgpack.encode(args))
     after = await command_calls(engine.redis)
     made = sum(c - before.get(name, 0) for name, c in after.items()
                if name not in _CLIENT_COMMANDS)

@@ -1,8 +1,9 @@
 """The daemon: start-up, the loops' TaskGroup, and a clean stop on SIGTERM/SIGINT.
 
 Start-up, one log line per step: start the embedded Valkey unless a ``redis_url`` is set,
-connect, check the server version, ``SCRIPT LOAD`` every routing script (a broken script
-stops the daemon here), then log ``ready``. The daemon's loops then run in one
+connect, check the server version, load the ``dispatchd`` function library unless this
+build is loaded (a broken library, or one newer than this daemon, stops the daemon here),
+then log ``ready``. The daemon's loops then run in one
 ``asyncio.TaskGroup`` until a signal sets the stop event; they get ``shutdown_grace_s``
 to drain before they are cancelled. The loop is the gateway stream consumer
 (:mod:`dispatchd.consumer`), which also fires the timers, and the admin API server
@@ -181,10 +182,10 @@ class _Startup:
         self.step = "server check"
         server = await check_server(client)
         _log(logging.INFO, "server checked", url=redact(url), server=str(server))
-        self.step = "scripts"
+        self.step = "function library"
         engine = Engine(client)
-        shas = await engine.load_scripts()
-        _log(logging.INFO, "scripts loaded", scripts=len(shas), shas=shas)
+        library = await engine.load_scripts()
+        _log(logging.INFO, "function library ready", **library)
         _log(
             logging.INFO,
             "ready: routing core loaded; consuming gateway streams",

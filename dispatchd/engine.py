@@ -15,7 +15,6 @@ from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from dispatchd import keys, scripts
@@ -129,33 +128,32 @@ class Engine:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(scripts.source(name))
-            for name in [*scripts.operations(), scripts.BATCH, scripts.GATEWAY, scripts.ADMIN]
-        }
+        self.library = scripts.Library(client)
 
     async def load_scripts(self) -> dict[str, str]:
-        """``SCRIPT LOAD`` every script now, so a broken one fails at start-up.
+        """Load the function library now unless this build is loaded already, so a broken
+        or too new library fails at start-up (:class:`dispatchd.scripts.LibraryError`).
 
         Returns:
-            script name -> SHA1 (the script's version).
+            what the daemon logs: the library's name, version, build and what was done.
         """
-        shas: dict[str, str] = {}
-        for name in self._scripts:
-            sha = await self.redis.script_load(scripts.source(name))
-            shas[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
-        return shas
+        done = await self.library.ensure()
+        return {"library": scripts.LIBRARY, "version": str(scripts.LIBRARY_VERSION),
+                "build": scripts.build(), "action": done}
+
+    async def _fcall(self, function: str, tenant: str, now_ms: int, payload: bytes) -> Any:
+        try:
+            return await self.library.call(function, keys.root(tenant), [now_ms, payload])
+        except ResponseError as exc:
+            raise from_reply(str(exc)) from None
 
     # ------------------------------------------------------------------ generic calls
 
     async def apply(self, tenant: str, now_ms: int, command: Command) -> Outcome:
-        """Apply one command through its own script."""
-        op = type(command).__struct_config__.tag
-        script = self._scripts[str(op)]
-        try:
-            raw = await script(keys=[keys.root(tenant)], args=[now_ms, _encoder.encode(command)])
-        except ResponseError as exc:
-            raise from_reply(str(exc)) from None
+        """Apply one command through its own library function."""
+        op = str(type(command).__struct_config__.tag)
+        raw = await self._fcall(scripts.function_name(op), tenant, now_ms,
+                                _encoder.encode(command))
         return Outcome(events=_events.decode(raw))
 
     async def apply_batch(
@@ -168,12 +166,7 @@ class Engine:
         """
         if not commands:
             return []
-        try:
-            raw = await self._scripts[scripts.BATCH](
-                keys=[keys.root(tenant)], args=[now_ms, _encoder.encode(list(commands))]
-            )
-        except ResponseError as exc:
-            raise from_reply(str(exc)) from None
+        raw = await self._fcall(scripts.BATCH, tenant, now_ms, _encoder.encode(list(commands)))
         return [
             CommandFailed(error=item.error)
             if item.error is not None
@@ -183,12 +176,7 @@ class Engine:
 
     async def admin_change(self, tenant: str, now_ms: int, change: dict[str, Any]) -> AdminResult:
         """Apply one audited admin change (``lua/admin/admin.lua`` documents ``change``)."""
-        try:
-            raw = await self._scripts[scripts.ADMIN](
-                keys=[keys.root(tenant)], args=[now_ms, _encoder.encode(change)]
-            )
-        except ResponseError as exc:
-            raise from_reply(str(exc)) from None
+        raw = await self._fcall(scripts.ADMIN, tenant, now_ms, _encoder.encode(change))
         return _admin_result.decode(raw)
 
     # ------------------------------------------------------------ one wrapper per script

@@ -1,7 +1,7 @@
 """The keyspace: the one place that spells a Redis key.
 
 Every key of a tenant starts with ``{tenant}:`` so that all of a tenant's keys share one
-Redis Cluster hash slot. Scripts receive the tenant's root key (``{t}:tenant``) as
+Redis Cluster hash slot. Library functions receive the tenant's root key (``{t}:tenant``) as
 ``KEYS[1]``; that fixes the slot, and every other key a script touches is derived from it
 with the helpers generated here by :func:`lua_prelude` — so Lua never spells a key either.
 
@@ -39,6 +39,10 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "agent": ("{P}a:{agent}", ("agent",)),
     # hash: group -> ability
     "skills": ("{P}a:{agent}:sk", ("agent",)),
+    # hashes: agents by status (on, aw, off), load and capacity of the online ones (ld,
+    # cp) and, for the tenant, pre-closed sessions (pc); kept by lua/lib/00_core.lua
+    "agent_totals": ("{P}ast", ()),
+    "group_agents": ("{P}g:{group}:ast", ("group",)),
     # set: the agent's assigned sessions / pre-closed sessions
     "agent_sessions": ("{P}a:{agent}:s", ("agent",)),
     "agent_preclosed": ("{P}a:{agent}:pc", ("agent",)),
@@ -162,11 +166,14 @@ def _lua_body(template: str, params: tuple[str, ...]) -> str:
 
 
 def lua_prelude() -> str:
-    """Lua source defining ``P`` (from ``KEYS[1]``) and one ``K.<name>(...)`` per key."""
+    """Lua source declaring ``P`` (the tenant prefix, set by each entry point from the
+    root key) and defining one ``K.<name>(...)`` per key."""
     root_template = TEMPLATES["tenant"][0].replace("{P}", "")
     lines = [
         "-- generated from dispatchd/keys.py: the only place keys are spelled",
-        f"local P = string.sub(KEYS[1], 1, -{len(root_template) + 1})",
+        "-- P is set from the root key by every entry point (L.enter); ROOT_SUFFIX is the",
+        "-- length of the root key after the prefix",
+        f"local P, ROOT_SUFFIX = nil, {len(root_template)}",
         "local K = {}",
     ]
     for name, (template, params) in TEMPLATES.items():

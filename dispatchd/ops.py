@@ -8,15 +8,14 @@ granian's embedded server on the daemon's event loop (``metrics_host:metrics_por
   OpenMetrics on request, gzip when accepted).
 * ``GET /healthz``: liveness. 200 while the event loop answers; never touches Redis, so
   a Redis outage does not get the daemon restarted.
-* ``GET /readyz``: readiness. 200 when Redis answers ``PING``, the ``gateway_batch``
-  script is loaded and the gateway consumer ran a loop iteration recently; else 503. The
-  JSON body names each check's result.
+* ``GET /readyz``: readiness. 200 when Redis answers ``PING``, the ``dispatchd``
+  function library of this daemon's version is loaded and the gateway consumer ran a
+  loop iteration recently; else 503. The JSON body names each check's result.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import socket
 import time
@@ -60,8 +59,7 @@ class OpsApp:
         self.redis = engine.redis
         self.consumer_stale_s = consumer_stale_s
         self._metrics = make_asgi_app(metrics.REGISTRY)
-        source = scripts.source(scripts.GATEWAY).encode()
-        self._sha = hashlib.sha1(source, usedforsecurity=False).hexdigest()
+        self._library = engine.library
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -89,9 +87,12 @@ class OpsApp:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_S):
                 await self.redis.ping()
-                loaded = await self.redis.script_exists(self._sha)
-            if not all(loaded):
-                checks["scripts"] = "gateway_batch not loaded"
+                loaded = await self._library.server_version()
+            if loaded is None:
+                checks["scripts"] = "the dispatchd function library is not loaded"
+            elif loaded[0] != scripts.LIBRARY_VERSION:
+                checks["scripts"] = (f"the server has library version {loaded[0]},"
+                                     f" this daemon needs {scripts.LIBRARY_VERSION}")
         except Exception as exc:  # any failure means "not ready", never a 500
             checks["redis"] = f"unreachable: {type(exc).__name__}: {exc}"[:200]
             checks["scripts"] = "unknown"

@@ -233,9 +233,11 @@ def test_run_on_external_server(
     assert msgs[-3:] == ["gateway consumer stopped", "stopping", "stopped"]
     assert msgs.index("gateway consumer started") < msgs.index("stop requested") < len(msgs) - 3
     assert all({"ts", "level", "msg", "fields"} <= r.keys() for r in d.records())
-    loaded = d.record("scripts loaded")["fields"]
-    assert loaded["scripts"] == len(scripts.operations()) + 3  # + batch, gateway, admin
-    assert all(len(sha) == 40 for sha in loaded["shas"].values())
+    loaded = d.record("function library ready")["fields"]
+    assert loaded["library"] == "dispatchd"
+    assert loaded["version"] == str(scripts.LIBRARY_VERSION)
+    assert loaded["build"] == scripts.build()
+    assert loaded["action"] in ("loaded", "present")
     assert "consuming gateway streams" in d.record("ready")["msg"]
     assert d.record("server checked")["fields"]["url"] == redis_url
     assert not (tmp_path / ".dispatchd").exists()  # no embedded server, no data dir
@@ -317,8 +319,8 @@ def test_broken_script_stops_the_daemon(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stderr
     [failed] = [json.loads(line) for line in result.stderr.splitlines() if "start-up" in line]
-    assert failed["fields"]["step"] == "scripts"
-    assert "Error compiling script" in failed["fields"]["error"]
+    assert failed["fields"]["step"] == "function library"
+    assert "FUNCTION LOAD of the dispatchd library failed" in failed["fields"]["error"]
     assert "Traceback" not in result.stderr
     assert "embedded valkey stopped" in result.stderr
     assert valkey_pids(data_dir) == []

@@ -64,8 +64,8 @@ SETUP = [
 async def test_empty_batch(engine, redis_client, tenant):
     assert await engine.apply_batch(tenant, T0, []) == []
     # the engine skips the round trip; the script itself also answers an empty list
-    raw = await redis_client.eval(scripts.source(scripts.BATCH), 1, keys.root(tenant), T0,
-                                  msgspec.msgpack.encode([]))
+    raw = await redis_client.fcall(scripts.BATCH, 1, keys.root(tenant), T0,
+                                   msgspec.msgpack.encode([]))
     assert msgspec.msgpack.decode(raw) == []
     assert await redis_client.keys("{" + tenant + "}:*") == []
 
@@ -203,7 +203,6 @@ async def test_batch_that_is_not_a_msgpack_list(engine, redis_client, tenant, pa
     await engine.apply_batch(tenant, T0, SETUP)
     before = await dump_keyspace(redis_client, tenant)
     with pytest.raises(ResponseError) as info:
-        await redis_client.eval(scripts.source(scripts.BATCH), 1, keys.root(tenant), T0,
-                                payload)
+        await redis_client.fcall(scripts.BATCH, 1, keys.root(tenant), T0, payload)
     assert type(from_reply(str(info.value))) is BadArgument
     assert await dump_keyspace(redis_client, tenant) == before

@@ -93,10 +93,11 @@ async def test_scripts_not_loaded(redis_url):
     try:
         observe.record_step()
         async with serving(Engine(client)) as url:
-            await client.script_flush()
+            await client.function_flush()
             status, _, body = await get(url + "/readyz")
         assert status == 503
-        assert json.loads(body)["checks"]["scripts"] == "gateway_batch not loaded"
+        assert (json.loads(body)["checks"]["scripts"]
+                == "the dispatchd function library is not loaded")
     finally:
         await Engine(client).load_scripts()  # the session's engine fixture relies on them
         await client.aclose()

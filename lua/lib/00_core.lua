@@ -2,8 +2,9 @@
   Shared routing helpers, included before every transition (see dispatchd/scripts.py).
   The rules they implement are docs/routing.md; read that first.
 
-  Provided before this file: OPS (transitions register here), P (tenant key prefix, from
-  KEYS[1]) and K (key builders generated from dispatchd/keys.py).
+  Provided before this file: OPS (transitions register here), P (tenant key prefix, set
+  by L.enter from KEYS[1]) and K (key builders generated from dispatchd/keys.py).
+  Assembled into one Function library by dispatchd/scripts.py.
 
   Discipline every transition follows: validate everything, then write. An error raised
   with L.fail before the first write leaves no trace, which is what makes a refused
@@ -15,10 +16,25 @@
   agent side skip the blocked-set lookup for the common customer who blocks nobody.
 ]]
 local L = {}
-local call = redis.call
-local sfmt, ssub, sbyte = string.format, string.sub, string.byte
-local GROUPS = {} -- group config cache; lives for one script call (a whole batch)
-local AGENTS = {} -- agent cache; one table per agent per command, so every path sees one truth
+-- A function library may not touch any global while it loads (not even `string`): the
+-- shortcuts below are bound by L.enter at every call, and the top level of every file
+-- only defines functions and constant tables.
+local call, sfmt, ssub, sbyte
+-- A function library keeps its upvalues between calls: these caches are fresh tables
+-- made by L.enter at every entry point, never carried from one call to the next.
+local GROUPS -- group config cache; lives for one call (a whole batch)
+local AGENTS -- agent cache; one table per agent per command, so every path sees one truth
+
+-- ------------------------------------------------------------------------ entry
+
+-- Every entry point starts a call here: the tenant prefix from the root key (KEYS[1]),
+-- fresh caches, no clock yet.
+function L.enter(root)
+  if type(root) ~= "string" or #root <= ROOT_SUFFIX then L.fail("E_BAD_ARG", "root key") end
+  call, sfmt, ssub, sbyte = redis.call, string.format, string.sub, string.byte
+  P = ssub(root, 1, -ROOT_SUFFIX - 1)
+  GROUPS, AGENTS, L.now = {}, {}, nil
+end
 
 -- ----------------------------------------------------------------------------- errors
 
