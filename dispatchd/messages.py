@@ -236,6 +236,11 @@ class FireTimers(_Command, frozen=True, tag="fire_timers"):
     limit: int = 100
 
 
+class RecountAgents(_Command, frozen=True, tag="recount_agents"):
+    """Rebuild the agent counters the metrics sampler reads (once per tenant whose
+    counters predate them; O(agents))."""
+
+
 # ---------------------------------------------------------------------------- tickets
 
 TicketFieldType = Literal["string", "integer", "number", "boolean", "date", "enum"]
@@ -363,6 +368,7 @@ Command = (
     | InviteAgent
     | QueryPosition
     | FireTimers
+    | RecountAgents
     | DeleteGroup
     | DeleteAgent
     | ConfigureTicketType
@@ -466,6 +472,10 @@ class GroupDeleted(_Event, frozen=True, tag="group_deleted"):
 
 class AgentDeleted(_Event, frozen=True, tag="agent_deleted"):
     agent: str
+
+
+class AgentsRecounted(_Event, frozen=True, tag="agents_recounted"):
+    agents: int
 
 
 class RulesConfigured(_Event, frozen=True, tag="rules_configured"):
@@ -637,6 +647,7 @@ Event = (
     | AgentConfigured
     | GroupDeleted
     | AgentDeleted
+    | AgentsRecounted
     | RulesConfigured
     | StateChanged
     | Alert

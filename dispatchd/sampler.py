@@ -2,15 +2,20 @@
 
 A scrape of ``/metrics`` never touches Redis (``collect()`` is synchronous): this loop
 builds a :data:`~dispatchd.metrics.Snapshot` and hands it to
-:data:`~dispatchd.metrics.SNAPSHOT`. Per tenant it costs three pipelined round trips:
+:data:`~dispatchd.metrics.SNAPSHOT`. Per tenant it costs two pipelined round trips, and
+O(groups) Redis work, whatever the number of agents or queued customers:
 
-1. the tenant's groups and agents, its consumer group (``XINFO GROUPS``), the length and
-   oldest entry of ``{t}:in``, the length of ``{t}:dead``, its open tickets per group
-   (one hash) and how many are overdue;
+1. the tenant's groups, its agent counters (``{t}:ast``: agents by status, load and
+   capacity of the online ones, pre-closed sessions; kept exact by the scripts, see
+   ``lua/lib/00_core.lua``), its consumer group (``XINFO GROUPS``), the length and oldest
+   entry of ``{t}:in``, the length of ``{t}:dead``, its open tickets per group (one hash)
+   and how many are overdue;
 2. per group: the queue's size and its first :data:`HEAD_SCAN` members (oldest real and
-   virtual wait), the group's service-level settings and its members, and how many of
-   its tickets wait for a handler;
-3. per agent: status, capacity, load and pre-closed count (``HMGET``), in chunks.
+   virtual wait), the group's service-level settings, its members' counters
+   (``{t}:g:<group>:ast``) and how many of its tickets wait for a handler.
+
+A tenant whose counters were never built (data written by an older version) gets them
+built once (``recount_agents``, O(agents)) on its first sample.
 
 Every replica samples every tenant it serves, so the gauges exist even while the holder
 of a tenant is down; dashboards aggregate them with ``max by (tenant, group)``.
@@ -32,25 +37,19 @@ from redis.exceptions import RedisError
 
 from dispatchd import keys, metrics, observe
 from dispatchd.consumer import GROUP, wall_clock_ms
+from dispatchd.engine import Engine
+from dispatchd.messages import RecountAgents
 
 log = logging.getLogger("dispatchd.sampler")
 
 #: Queue members read per group to find the longest real wait (exact below this size).
 HEAD_SCAN = 256
-#: Agents read per pipeline.
-AGENT_CHUNK = 500
-STATUSES = ("online", "away", "offline")
+#: Agent status -> its field in the counter hashes (lua/lib/00_core.lua).
+STATUS_FIELDS = {"online": "on", "away": "aw", "offline": "off"}
 #: Defaults of a group configured before these settings existed (lua/configure_group.lua).
 DEFAULT_SL_MS, DEFAULT_SL_TARGET = 20_000, 0.8
 
 _msgpack = msgspec.msgpack.Decoder()
-
-
-class _Agent(msgspec.Struct):
-    status: str
-    cap: int
-    load: int
-    pre: int
 
 
 def _s(v: bytes | str) -> str:
@@ -78,6 +77,7 @@ class Sampler:
     def __init__(self, redis: aioredis.Redis, tenants: Iterable[str], interval_s: float,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         self.redis = redis
+        self.engine = Engine(redis)
         self.clock = clock
         self.tenants = tuple(t for t in tenants if keys.ID_RE.match(t))
         self.interval_s = interval_s
@@ -124,29 +124,32 @@ class Sampler:
         inbound = keys.key("inbound", tenant)
         pipe = self.redis.pipeline(transaction=False)
         pipe.smembers(keys.key("groups", tenant))
-        pipe.smembers(keys.key("agents", tenant))
+        pipe.hgetall(keys.key("agent_totals", tenant))
         pipe.xinfo_groups(inbound)  # fails until the consumer made the group: no lag yet
         pipe.xlen(inbound)
         pipe.xrange(inbound, count=1)
         pipe.xlen(keys.key("dead", tenant))
         pipe.hgetall(keys.key("tickets_open", tenant))
         pipe.zcard(keys.key("tickets_overdue", tenant))
-        groups_raw, agents_raw, info, length, oldest, dead, open_raw, overdue = (
+        groups_raw, totals, info, length, oldest, dead, open_raw, overdue = (
             await pipe.execute(raise_on_error=False))
-        for reply in (groups_raw, agents_raw, length, oldest, dead, open_raw, overdue):
+        for reply in (groups_raw, totals, length, oldest, dead, open_raw, overdue):
             if isinstance(reply, Exception):
                 raise reply
+        if not isinstance(totals, dict) or b"v" not in totals:
+            # counters never built for this tenant (its data predates them): once, O(agents)
+            await self.engine.apply(tenant, self.clock(), RecountAgents())
+            totals = await self.redis.hgetall(keys.key("agent_totals", tenant))
         now_ms = float(self.clock())
         t = (tenant,)
         # stream ids carry the server's wall clock, whatever the daemon's clock is
         self._streams(t, info, length, oldest, time.time() * 1000, snap)
         snap["dead_letter_entries"].append((t, float(_int(dead))))
         snap["overdue_tickets"].append((t, float(_int(overdue))))
-        agents = await self._agents(tenant, sorted(_s(a) for a in _set(agents_raw)))
-        self._agent_totals(t, agents, snap)
+        self._agent_totals(t, _counts(totals), snap)
         open_tickets = {_s(g): _int(n) for g, n in (open_raw or {}).items()}
-        await self._groups(tenant, sorted(_s(g) for g in _set(groups_raw)), agents,
-                           open_tickets, now_ms, snap)
+        await self._groups(tenant, sorted(_s(g) for g in _set(groups_raw)), open_tickets,
+                           now_ms, snap)
 
     @staticmethod
     def _streams(t: tuple[str], info: Any, length: Any, oldest: Any, now_ms: float,
@@ -169,57 +172,37 @@ class Sampler:
 
     # -------------------------------------------------------------------------- agents
 
-    async def _agents(self, tenant: str, ids: list[str]) -> dict[str, _Agent]:
-        agents: dict[str, _Agent] = {}
-        for i in range(0, len(ids), AGENT_CHUNK):
-            chunk = ids[i : i + AGENT_CHUNK]
-            pipe = self.redis.pipeline(transaction=False)
-            for a in chunk:
-                pipe.hmget(keys.key("agent", tenant, a), "st", "cap", "load", "pre")
-            for a, row in zip(chunk, await pipe.execute(), strict=True):
-                if row and row[0] is not None:
-                    agents[a] = _Agent(_s(row[0]), _int(row[1]), _int(row[2]), _int(row[3]))
-        return agents
-
     @staticmethod
-    def _agent_totals(t: tuple[str], agents: dict[str, _Agent],
+    def _agent_totals(t: tuple[str], c: dict[str, int],
                       snap: dict[str, list[metrics.Sample]]) -> None:
-        by_status = dict.fromkeys(STATUSES, 0)
-        load = cap = pre = 0
-        for a in agents.values():
-            if a.status in by_status:
-                by_status[a.status] += 1
-            if a.status == "online":
-                load, cap = load + a.load, cap + a.cap
-            pre += a.pre
-        for status, n in by_status.items():
-            snap["agents"].append(((*t, status), float(n)))
-        snap["agent_load_sessions"].append((t, float(load)))
-        snap["agent_capacity_sessions"].append((t, float(cap)))
-        snap["agent_preclosed_sessions"].append((t, float(pre)))
+        for status, field in STATUS_FIELDS.items():
+            snap["agents"].append(((*t, status), float(c.get(field, 0))))
+        snap["agent_load_sessions"].append((t, float(c.get("ld", 0))))
+        snap["agent_capacity_sessions"].append((t, float(c.get("cp", 0))))
+        snap["agent_preclosed_sessions"].append((t, float(c.get("pc", 0))))
 
     # -------------------------------------------------------------------------- groups
 
-    async def _groups(self, tenant: str, groups: list[str], agents: dict[str, _Agent],
-                      open_tickets: dict[str, int], now_ms: float,
+    async def _groups(self, tenant: str, groups: list[str], open_tickets: dict[str, int],
+                      now_ms: float,
                       snap: dict[str, list[metrics.Sample]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for g in groups:
             pipe.zcard(keys.key("queue", tenant, g))
             pipe.zrange(keys.key("queue", tenant, g), 0, HEAD_SCAN - 1, withscores=True)
             pipe.hget(keys.key("group", tenant, g), "timers")
-            pipe.hkeys(keys.key("members", tenant, g))
+            pipe.hgetall(keys.key("group_agents", tenant, g))
             pipe.zcard(keys.key("ticket_queue", tenant, g))
         rows = await pipe.execute()
         for i, g in enumerate(groups):
             if (tenant, g) not in self._known:
                 self._known.add((tenant, g))
                 observe.init_group(tenant, g)
-            depth, head, timers, members, waiting = rows[5 * i : 5 * i + 5]
+            depth, head, timers, counts, waiting = rows[5 * i : 5 * i + 5]
             tg = (tenant, g)
             self._queue(tg, _int(depth), head, now_ms, snap)
             self._settings(tg, timers, snap)
-            self._members(tg, [agents.get(_s(m)) for m in members], snap)
+            self._members(tg, _counts(counts), snap)
             snap["open_tickets"].append((tg, float(open_tickets.get(g, 0))))
             snap["waiting_tickets"].append((tg, float(_int(waiting))))
 
@@ -251,20 +234,19 @@ class Sampler:
         snap["group_queue_warning_seconds"].append((tg, float(conf.get("qwarn") or 0) / 1000))
 
     @staticmethod
-    def _members(tg: tuple[str, str], members: list[_Agent | None],
+    def _members(tg: tuple[str, str], c: dict[str, int],
                  snap: dict[str, list[metrics.Sample]]) -> None:
-        by_status = dict.fromkeys(STATUSES, 0)
-        load = cap = 0
-        for a in members:
-            if a is None:
-                continue
-            if a.status in by_status:
-                by_status[a.status] += 1
-            if a.status == "online":
-                load, cap = load + a.load, cap + a.cap
-        for status, n in by_status.items():
-            snap["group_agents"].append(((*tg, status), float(n)))
-        snap["group_occupancy_ratio"].append((tg, load / cap if cap else 0.0))
+        for status, field in STATUS_FIELDS.items():
+            snap["group_agents"].append(((*tg, status), float(c.get(field, 0))))
+        cap = c.get("cp", 0)
+        snap["group_occupancy_ratio"].append((tg, c.get("ld", 0) / cap if cap > 0 else 0.0))
+
+
+def _counts(raw: Any) -> dict[str, int]:
+    """An agent counter hash ({t}:ast or {t}:g:<group>:ast) as field -> count."""
+    if not isinstance(raw, dict):
+        return {}
+    return {_s(k): _int(v) for k, v in raw.items()}
 
 
 def _set(raw: Any) -> set[bytes]:

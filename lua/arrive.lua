@@ -76,7 +76,7 @@ OPS.arrive = function(now, a)
     m = L.member(now, seq, #bl > 0, sid), bl = #bl > 0 and "1" or "0", blk = {},
   }
   call("HSET", K.session(sid), "st", "queued", "g", g, "p", prio, "at", sfmt("%d", now),
-    "sq", seq, "m", s.m, "tr", 0, "q", "", "bl", s.bl, "c", customer or "",
+    "sq", seq, "tr", 0, "q", "", "bl", s.bl, "c", customer or "",
     "gw", gateway or "")
   call("HINCRBY", K.group_open(), g, 1)
   if #bl > 0 then

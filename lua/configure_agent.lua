@@ -32,6 +32,7 @@ OPS.configure_agent = function(now, a)
     AGENTS[id] = ag
     call("SADD", K.agents(), id)
   end
+  L.uncount_agent(ag) -- counted again in its new groups by L.save_agent
   local old = call("HGETALL", K.skills(id))
   for i = 1, #old, 2 do
     if abilities[old[i]] == nil then

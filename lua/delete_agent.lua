@@ -23,6 +23,7 @@ OPS.delete_agent = function(now, a)
       ag.load, ag.pre, parked))
   end
 
+  L.uncount_agent(ag)
   local skills = call("HKEYS", K.skills(id))
   for _, g in ipairs(skills) do
     call("ZREM", K.ready(g), id)

@@ -36,7 +36,7 @@ OPS.delete_group = function(now, a)
   end
   for _, agent in ipairs(call("HKEYS", K.members(g))) do call("HDEL", K.skills(agent), g) end
   local doomed = {K.group(g), K.members(g), K.ready(g), K.queue(g), K.sources(g), K.group_rate(g),
-    K.ticket_queue(g), K.ticket_ramp(g)}
+    K.ticket_queue(g), K.ticket_ramp(g), K.group_agents(g)}
   for n = 1, #gc.tiers do doomed[#doomed + 1] = K.overflow(g, n) end
   call("DEL", unpack(doomed))
   call("HDEL", K.group_open(), g)

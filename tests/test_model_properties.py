@@ -681,6 +681,36 @@ class RoutingMachine(EngineMachine):
     def engine_views_match_model(self) -> None:
         self.run(self._check_views())
 
+    async def _check_counters(self) -> None:
+        """The agent counters the metrics sampler reads ({t}:ast, {t}:g:<g>:ast) equal
+        what the model's agents add up to."""
+        short = {"online": "on", "away": "aw", "offline": "off"}
+
+        def expect(agents: list[Any], pre: bool) -> dict[str, int]:
+            c: dict[str, int] = {}
+            for a in agents:
+                c[short[a.status]] = c.get(short[a.status], 0) + 1
+                if a.status == "online":
+                    c["ld"] = c.get("ld", 0) + a.load
+                    c["cp"] = c.get("cp", 0) + a.capacity
+                if pre:
+                    c["pc"] = c.get("pc", 0) + a.preclosed
+            return {k: v for k, v in c.items() if v}
+
+        async def got(key: str) -> dict[str, int]:
+            raw = await self.client.hgetall(key)
+            return {k.decode(): int(v) for k, v in raw.items() if k != b"v" and int(v)}
+
+        t, m = self.tenant, self.model
+        total = await got(keys.key("agent_totals", t))
+        assert total == expect(list(m.agents.values()), True), (
+            f"tenant counters {total} vs model {expect(list(m.agents.values()), True)}")
+        for g in m.groups:
+            members = [a for a in m.agents.values() if g in a.abilities]
+            counted = await got(keys.key("group_agents", t, g))
+            assert counted == expect(members, False), (
+                f"group {g} counters {counted} vs model {expect(members, False)}")
+
     async def _check_views(self) -> None:
         e, t, m = self.engine, self.tenant, self.model
         # agents
@@ -727,6 +757,7 @@ class RoutingMachine(EngineMachine):
             assert parked == m.parked_view(name), (
                 f"parked with {name}\n  model  {m.parked_view(name)}\n  engine {parked}"
             )
+        await self._check_counters()
         # groups: queue order and candidate ranking
         for g in m.groups:
             queue = [(q.session, q.virtual_arrival_ms) for q in await e.queue(t, g)]

@@ -125,6 +125,7 @@ function L.agent(a)
         id = a, st = r[1], cap = tonumber(r[2]), load = tonumber(r[3]),
         pre = tonumber(r[4]), last = tonumber(r[5]),
       }
+      ag.counted = {st = ag.st, cap = ag.cap, load = ag.load, pre = ag.pre}
     end
     AGENTS[a] = ag
   end
@@ -137,9 +138,61 @@ function L.skills(ag)
   return ag.sk
 end
 
+-- ------------------------------------------------------------------ agent counters
+--[[
+  What the metrics sampler reads instead of every agent (so a sample is O(groups)):
+  {t}:ast (the tenant) and {t}:g:<group>:ast (the group's members), hashes of
+    on / aw / off   agents by status
+    ld / cp         load and capacity summed over the online agents
+    pc              pre-closed sessions (the tenant's hash only)
+  An agent table remembers what it was counted as (`counted`, nil for an agent not
+  counted yet); L.save_agent adds the difference, so every change of status, capacity,
+  load or pre-closed count through it keeps the counters exact. A change of the agent's
+  groups first takes its part out (L.uncount_agent), then saves it anew.
+]]
+local STATUS_FIELD = {online = "on", away = "aw", offline = "off"}
+
+-- The agent's part: {field -> amount} (nil: nothing).
+local function part(c)
+  if not c then return {} end
+  local p = {[STATUS_FIELD[c.st] or "off"] = 1, pc = c.pre}
+  if c.st == "online" then p.ld, p.cp = c.load, c.cap end
+  return p
+end
+
+local function add_parts(ag, before, after)
+  local delta, any = {}, false
+  for f, n in pairs(after) do delta[f] = n end
+  for f, n in pairs(before) do delta[f] = (delta[f] or 0) - n end
+  for f, n in pairs(delta) do
+    if n ~= 0 then any = true else delta[f] = nil end
+  end
+  if not any then return end
+  for f, n in pairs(delta) do call("HINCRBY", K.agent_totals(), f, n) end
+  delta.pc = nil
+  if not next(delta) then return end
+  local sk = L.skills(ag)
+  for i = 1, #sk, 2 do
+    for f, n in pairs(delta) do call("HINCRBY", K.group_agents(sk[i]), f, n) end
+  end
+end
+
+-- Take the agent's part out of the counters (before its groups change or it goes).
+function L.uncount_agent(ag)
+  add_parts(ag, part(ag.counted), {})
+  ag.counted = nil
+end
+
 function L.save_agent(ag)
-  call("HSET", K.agent(ag.id), "st", ag.st, "cap", ag.cap, "load", ag.load, "pre", ag.pre)
-  if ag.last then call("HSET", K.agent(ag.id), "last", sfmt("%d", ag.last)) end
+  if ag.last then
+    call("HSET", K.agent(ag.id), "st", ag.st, "cap", ag.cap, "load", ag.load, "pre", ag.pre,
+      "last", sfmt("%d", ag.last))
+  else
+    call("HSET", K.agent(ag.id), "st", ag.st, "cap", ag.cap, "load", ag.load, "pre", ag.pre)
+  end
+  local now_counted = {st = ag.st, cap = ag.cap, load = ag.load, pre = ag.pre}
+  add_parts(ag, part(ag.counted), part(now_counted))
+  ag.counted = now_counted
 end
 
 function L.session(sid)
@@ -149,6 +202,8 @@ function L.session(sid)
   for i = 1, #r, 2 do s[r[i]] = r[i + 1] end
   s.p, s.at, s.sq = tonumber(s.p), tonumber(s.at), tonumber(s.sq)
   s.tr, s.va, s.pa = tonumber(s.tr) or 0, tonumber(s.va), tonumber(s.pa)
+  -- its queue member is not stored (it would double what the queue holds): derived
+  s.m = L.member(s.at, s.sq, s.bl == "1", sid)
   return s
 end
 
