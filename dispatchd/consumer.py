@@ -1,23 +1,30 @@
 """The gateway stream consumer: reads ``{tenant}:in``, applies batches, fires timers.
 
 One replica holds a tenant at a time through a lease (``{tenant}:lease``) that every
-``gateway_batch`` call renews and checks atomically, so a tenant's commands are applied
-in stream order even with several replicas on the consumer group, and a replica that
-lost its lease (paused, partitioned) cannot apply a stale batch. Each loop iteration:
+``dispatchd_gateway`` call renews and checks atomically, so a tenant's commands are
+applied in stream order even with several replicas on the consumer group, and a replica
+that lost its lease (paused, partitioned) cannot apply a stale batch. Each loop iteration
+is at most two pipelined round trips, one under load:
 
-1. one ``XREADGROUP`` for every tenant this replica holds (up to ``batch_size`` each);
-2. one pipelined round trip with one ``gateway_batch`` call per tenant that has entries,
-   a timer tick due, a lease to renew, or a lease to try to take;
+1. with no entries in hand, one ``XREADGROUP`` for every tenant this replica holds (up
+   to ``batch_size`` each, blocking ``block_ms`` at most);
+2. one ``dispatchd_gateway`` call (``FCALL``) per tenant that has entries in hand, a
+   timer tick due, a lease to renew, or a lease to try to take; while there is work, the
+   next ``XREADGROUP`` (non-blocking) goes in the same round trip, after the calls: Redis
+   runs a connection's commands in order, so the calls apply what was read before and
+   the read takes what came after. Under load that is one round trip per batch;
 3. a tenant newly taken first gets every pending entry of the group (``XAUTOCLAIM``): the
    entries a dead or stalled replica read but never acknowledged. They are older than
    anything new, so they go first; command ids make a second application impossible.
 
+On a clean stop the entries in hand are applied before the leases are let go.
 Time comes from ``clock`` (ms), so tests can drive the timers without sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -119,9 +126,10 @@ class GatewayConsumer:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.token = self.name
         self.tenants: dict[str, _Tenant] = {}
+        #: entries read by the latest round trip, applied by the next one
+        self._reads: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {}
         self._next_refresh = 0.0
         self._invalid: set[str] = set()
-        self._gateway = engine.redis.register_script(scripts.source(scripts.GATEWAY))
         self.batches = 0
 
     # ------------------------------------------------------------------------ the loop
@@ -145,14 +153,26 @@ class GatewayConsumer:
                     raise asyncio.CancelledError from exc
                 log.warning("consumer step failed; retrying", extra={"fields": {"error": str(exc)}})
                 await asyncio.sleep(0.2)
+        if any(self._reads.values()):
+            # entries read by the last round trip: apply them before letting go
+            with contextlib.suppress(RedisError):
+                await self._apply(self._reads, read=False)
         await self.release()
         log.info("gateway consumer stopped", extra={"fields": {"batches": self.batches}})
 
     async def step(self) -> None:
-        """One iteration: read what the held tenants have, apply it, tick, renew leases."""
+        """One iteration, one round trip: apply what was read last time (and tick, renew
+        leases), then read what the held tenants have next."""
         await self._refresh_tenants()
-        reads = await self._read()
-        await self._apply(reads)
+        if not any(self._reads.values()) and not any(t.backlog for t in self.tenants.values()):
+            # nothing in hand: wait for entries (block_ms at most), so they are applied
+            # together with the tick that follows
+            pipe = self.redis.pipeline(transaction=False)
+            if self._queue_read(pipe, busy=False):
+                self._reads = self._entries((await pipe.execute(raise_on_error=False))[0])
+            elif not any(t.held for t in self.tenants.values()):
+                await asyncio.sleep(self.opts.block_ms / 1000)
+        await self._apply(self._reads)
 
     async def release(self) -> None:
         """Give up every held lease at once so another replica can take over."""
@@ -203,29 +223,31 @@ class GatewayConsumer:
 
     # ---------------------------------------------------------------------------- read
 
-    async def _read(self) -> dict[str, list[tuple[bytes, dict[bytes, bytes]]]]:
-        # Read only for tenants whose lease was renewed within half its length, so a
-        # replica that stalled past its lease renews (and learns it lost it) before it
-        # reads anything that would then sit pending under its name.
+    def _queue_read(self, pipe: Any, busy: bool) -> bool:
+        """Queue one ``XREADGROUP`` for the held tenants on ``pipe``, after the calls; True
+        if one was queued. It blocks (``block_ms``) only when this round trip applies
+        nothing, so a busy consumer never waits and an idle one does not spin.
+
+        Only tenants whose lease was renewed within half its length are read, so a
+        replica that stalled past its lease renews (and learns it lost it) before it
+        reads anything that would then sit pending under its name; nor a tenant with
+        claimed entries still to apply (they are older than anything new)."""
         fresh = time.monotonic() - self.opts.lease_ms / 2000
         held = [t for t in self.tenants.values()
                 if t.held and not t.backlog and t.renewed_at >= fresh]
-        backlog = {t.name: t.backlog for t in self.tenants.values() if t.backlog}
-        for t in self.tenants.values():
-            t.backlog = []
         if not held:
-            if not backlog:
-                await asyncio.sleep(self.opts.block_ms / 1000)
-            return backlog
+            return False
         streams: dict[Any, Any] = {keys.key("inbound", t.name): ">" for t in held}
-        block = None if backlog else self.opts.block_ms
-        rows = cast(
-            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
-            await self.redis.xreadgroup(
-                GROUP, self.name, streams, count=self.opts.batch_size, block=block
-            ),
-        )
-        out = dict(backlog)
+        pipe.xreadgroup(GROUP, self.name, streams, count=self.opts.batch_size,
+                        block=None if busy else self.opts.block_ms)
+        return True
+
+    @staticmethod
+    def _entries(rows: Any) -> dict[str, list[tuple[bytes, dict[bytes, bytes]]]]:
+        """An ``XREADGROUP`` reply as tenant -> entries."""
+        out: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {}
+        if isinstance(rows, Exception):
+            raise rows
         for stream, entries in rows or []:
             name = stream.decode()
             out.setdefault(name[1 : name.index("}")], []).extend(entries)
@@ -256,7 +278,7 @@ class GatewayConsumer:
 
     async def _call(self, pipe: Any, t: _Tenant, cmds: list[dict[str, Any]], *, lease_ms: int,
                     tick: bool) -> None:
-        """Queue one gateway_batch call for ``t`` on the pipeline ``pipe``."""
+        """Queue one ``dispatchd_gateway`` call for ``t`` on the pipeline ``pipe``."""
         o = self.opts
         args = {
             "lease": self.token, "lease_ms": lease_ms, "group": GROUP, "dedupe_ms": o.dedupe_ms,
@@ -269,16 +291,23 @@ class GatewayConsumer:
         except (OverflowError, TypeError, ValueError):
             args["cmds"] = [_packable(c) for c in cmds]  # rare: find the culprit(s)
             packed = _pack.encode(args)
-        await self._gateway(keys=[keys.root(t.name)], args=[self.clock(), packed], client=pipe)
+        pipe.fcall(scripts.GATEWAY, 1, keys.root(t.name), self.clock(), packed)
 
-    async def _apply(self, reads: dict[str, list[tuple[bytes, dict[bytes, bytes]]]]) -> None:
+    async def _apply(self, reads: dict[str, list[tuple[bytes, dict[bytes, bytes]]]], *,
+                     read: bool = True) -> None:
         observe.record_step()
         now_mono, now = time.monotonic(), self.clock()
-        calls: list[tuple[_Tenant, list[bytes]]] = []
+        calls: list[tuple[_Tenant, list[tuple[bytes, dict[bytes, bytes]]]]] = []
         pipe = self.redis.pipeline(transaction=False)
         for t in self.tenants.values():
-            entries = reads.get(t.name, [])
-            tick = now - t.last_tick >= self.opts.tick_ms or now < t.last_tick
+            # claimed entries (older than anything read) go first; nothing is read for a
+            # tenant while it has some
+            entries = t.backlog + reads.get(t.name, [])
+            t.backlog = []
+            # a call that applies commands also fires what is due (what those commands
+            # made due now among it: a woken ticket queue, a timer): the same atomic call,
+            # and a tick with nothing due costs a few O(log n) reads
+            tick = bool(entries) or now - t.last_tick >= self.opts.tick_ms or now < t.last_tick
             # a tenant another replica holds is asked for again only when its renewal is
             # due (every lease_ms/3), not at every tick: a standby replica would otherwise
             # call the script for every tenant it does not hold at every loop
@@ -286,15 +315,28 @@ class GatewayConsumer:
                 continue
             cmds = [self._translate(t.name, eid, fields) for eid, fields in entries]
             await self._call(pipe, t, cmds, lease_ms=self.opts.lease_ms, tick=tick)
-            calls.append((t, [eid for eid, _ in entries]))
+            calls.append((t, entries))
+        # while there is work, the next entries are read in the same round trip
+        busy = any(entries for _, entries in calls)
+        read = read and busy and self._queue_read(pipe, busy=True)
+        self._reads = {}
         if not calls:
             return
         started = time.perf_counter()
         results = await pipe.execute(raise_on_error=False)
         observe.record_call(time.perf_counter() - started)
+        if read:
+            self._reads = self._entries(results.pop())
         done_s = time.time()
-        for (t, entry_ids), raw in zip(calls, results, strict=True):
+        missing = False
+        for (t, entries), raw in zip(calls, results, strict=True):
+            entry_ids = [eid for eid, _ in entries]
             n = len(entry_ids)
+            if scripts.is_missing(raw):
+                # the library is gone (FUNCTION FLUSH, a server restarted empty): nothing
+                # ran; load it again and apply the same entries next
+                missing, t.backlog = True, entries
+                continue
             if isinstance(raw, Exception):
                 log.error("batch failed", extra={"fields": {"tenant": t.name, "error": str(raw)}})
                 t.held = False  # re-take the lease and reclaim the entries
@@ -320,6 +362,9 @@ class GatewayConsumer:
                 if was_held:
                     log.warning("lease lost", extra={"fields": {"tenant": t.name,
                                                                 "holder": result.holder}})
+        if missing:
+            log.error("the function library is missing on the server; loading it again")
+            await self.engine.library.ensure()
 
     @staticmethod
     def _translate(tenant: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
