@@ -155,14 +155,16 @@ class ArrivalStream:
 
 
 async def apply_in_batches(
-    engine: Engine, tenant: str, cmds: Sequence[Command], size: int = 1000, depth: int = 4
+    engine: Engine, tenant: str, cmds: Sequence[Command], size: int = 1000, depth: int = 4,
+    now_ms: int | None = None,
 ) -> list[BatchItem]:
-    """``Engine.apply_batch`` over ``cmds`` in chunks of ``size``, ``depth`` at a time."""
+    """``Engine.apply_batch`` over ``cmds`` in chunks of ``size``, ``depth`` at a time, at
+    the wall clock (or at ``now_ms``)."""
     out: list[BatchItem] = []
     chunks = [cmds[i : i + size] for i in range(0, len(cmds), size)]
     for i in range(0, len(chunks), depth):
-        now_ms = time.time_ns() // 1_000_000
-        group = [engine.apply_batch(tenant, now_ms, c) for c in chunks[i : i + depth]]
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        group = [engine.apply_batch(tenant, now, c) for c in chunks[i : i + depth]]
         for items in await asyncio.gather(*group):
             out.extend(items)
     return out

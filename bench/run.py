@@ -1,10 +1,12 @@
 """``dispatchd bench``: start a server and the real daemon, run the scenarios, report.
 
-Order: ``ceiling`` (before anything else loads the server), then with the daemon
-running ``throughput`` and ``latency`` (one load generator, one centre), ``scale`` (the
-daemon paused while preloading), then ``durability`` (a second server with the
-append-only file on and its own daemon) and ``bullmq`` (our daemon stopped, the same
-server). ``dispatchd/cli.py`` defines the command line and calls :func:`main`.
+Order: ``ceiling`` (before anything else loads the server), ``ops`` and ``sweep``
+(``FCALL dispatchd_gateway`` straight from the bench, in their own tenants, deleted
+after), then with the daemon running ``throughput`` and ``latency`` (one load generator,
+one centre), ``scale`` (the daemon paused while preloading), then ``durability`` (a
+second server with the append-only file on and its own daemon) and ``bullmq`` (our
+daemon stopped, the same server). ``dispatchd/cli.py`` defines the command line and
+calls :func:`main`.
 """
 
 from __future__ import annotations
@@ -48,12 +50,13 @@ from dispatchd.embedded import check_server
 from dispatchd.engine import Engine
 from dispatchd.errors import DispatchError
 
-SCENARIOS = ("ceiling", "throughput", "latency", "scale", "durability", "bullmq")
+SCENARIOS = ("ceiling", "ops", "sweep", "throughput", "latency", "scale", "durability",
+             "bullmq")
 
 QUICK = Profile(name="quick", agents=500, warm_s=0.5, measure_s=1.0, ramp_start=1000,
                 ramp_factor=2.0, ramp_steps=6, bisect=False, scale_sizes=(1000, 10_000),
                 scale_cycles=1000, ceiling_calls=10_000, retry=False, handle_s=0.3,
-                quiesce_s=30.0)
+                quiesce_s=30.0, ops_count=2000, sweep_sizes=(500, 5000), sweep_cycles=2000)
 FULL = Profile(name="full", agents=5000, warm_s=2.0, measure_s=6.0, ramp_start=1000,
                ramp_factor=1.25, ramp_steps=20, bisect=True,
                scale_sizes=(1000, 10_000, 100_000, 1_000_000), scale_cycles=10_000,
@@ -141,7 +144,7 @@ async def _run(options: BenchOptions, report: Report, workdir: Path) -> None:
         await _scenarios(ctx, set(options.scenarios))
         _ratios(ctx)
     finally:
-        await _cleanup(server, client)
+        await _cleanup(server, client, profile)
         server.stop()
 
 
@@ -149,6 +152,14 @@ async def _scenarios(ctx: Ctx, chosen: set[str]) -> None:
     if "ceiling" in chosen:
         ctx.report.progress("ceiling: the server's own limits")
         await scenarios.ceiling_scenario(ctx)
+    if "ops" in chosen:
+        ctx.report.progress(f"ops: Redis CPU per operation type, {ctx.profile.ops_count:,} of "
+                            "each through dispatchd_gateway")
+        await scenarios.ops_scenario(ctx)
+    if "sweep" in chosen:
+        ctx.report.progress("sweep: Redis CPU per command at "
+                            + ", ".join(f"{n:,}" for n in ctx.profile.sweep_sizes) + " agents")
+        await scenarios.sweep_scenario(ctx)
     if chosen & {"throughput", "latency", "scale", "durability"}:
         await _with_daemon(ctx, chosen)
     if "durability" in chosen:
@@ -321,11 +332,11 @@ def _ratios(ctx: Ctx) -> None:
         r.line("ratios", ", ".join(shown))
 
 
-async def _cleanup(server: Server, client: aioredis.Redis) -> None:
+async def _cleanup(server: Server, client: aioredis.Redis, profile: Profile) -> None:
     """On an external server: delete what the bench made (never FLUSHALL)."""
     try:
         if not server.owned:
-            for tenant in (TENANT, scenarios.CALIBRATION_TENANT):
+            for tenant in scenarios.bench_tenants(profile):
                 await delete_matching(client, keys.prefix(tenant) + "*")
                 await client.srem(keys.TENANTS_KEY, tenant)
             await delete_matching(client, PREFIX + ":*")

@@ -13,15 +13,21 @@ import redis.asyncio as aioredis
 
 from bench.ceiling import ceiling, count_assign_calls, n_call_script
 from bench.centre import Centre
+from bench.direct import PER_CALL, Tally
 from bench.loadgen import LoadGen, StepResult
+from bench.ops import OpsRun
 from bench.report import Report, cpu_text, label, latency_text, step_text
 from bench.scale import ScaleEnv, ScaleResult, scale_point
 from bench.servers import Daemon, Server, delete_matching
+from bench.sweep import SweepPoint, SweepSpec, sweep
 from dispatchd import keys
 from dispatchd.engine import Engine
 
 TENANT = "dispatchd-bench"
 CALIBRATION_TENANT = "dispatchd-bench-cal"
+OPS_TENANT = "dispatchd-bench-ops"
+#: ``sweep``'s tenants are this, a dash and the number of agents (``-500``, ``-5k``).
+SWEEP_TENANT = "dispatchd-bench-sweep"
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,23 @@ class Profile:
     handle_s: float = 1.0
     latency_rates: tuple[int, ...] = (1000, 5000, 20000)
     quiesce_s: float = 120.0
+    ops_count: int = 20_000
+    """Operations of each type in ``ops``."""
+    sweep_sizes: tuple[int, ...] = (500, 5000, 50_000)
+    """Numbers of agents in ``sweep``."""
+    sweep_cycles: int = 10_000
+    """Cycles (3 commands each) of ``sweep``'s workload, at every size."""
+
+
+def sweep_tenant(agents: int) -> str:
+    """The tenant of ``sweep``'s centre of ``agents`` agents."""
+    return f"{SWEEP_TENANT}-{label(agents)}"
+
+
+def bench_tenants(profile: Profile) -> tuple[str, ...]:
+    """Every tenant a run with ``profile`` may write to."""
+    return (TENANT, CALIBRATION_TENANT, OPS_TENANT,
+            *(sweep_tenant(n) for n in profile.sweep_sizes))
 
 
 @dataclass
@@ -147,6 +170,82 @@ async def ceiling_scenario(ctx: Ctx) -> None:
     put("assign_calls", calls, 2)
     put("ceiling_assign_per_s", assign.rate)
     put("ceiling_assign_redis_cpu_us", assign.redis_cpu_us, 2)
+
+
+# ---------------------------------------------------------------------- ops, sweep
+
+#: The order ``ops`` prints its figures in.
+_OPS_ORDER = ("arrive_assigned", "arrive_queued", "agent_ready", "agent_message",
+              "close_take", "close", "tick_idle", "empty_call")
+
+
+async def ops_scenario(ctx: Ctx) -> None:
+    """Redis µs per operation type on the gateway path (``bench.ops``)."""
+    n = ctx.profile.ops_count
+    run = OpsRun(ctx.engine, OPS_TENANT, n, ctx.report.progress)
+    try:
+        results = {op.name: op for op in await run.run()}
+    finally:
+        await run.gw.delete()
+    for name in _OPS_ORDER:
+        op = results[name]
+        how = (f"{op.ops:,} ops, {op.per_call} per FCALL" if op.per_call > 1
+               else f"{op.ops:,} calls")
+        text = (f"{name}: {op.us:,.1f} µs/op in FCALL, {op.cpu_us:,.1f} µs/op whole server; "
+                f"{op.text}; {how}")
+        wrong = op.mismatch()
+        if wrong:
+            text += f"; NOT AS EXPECTED: {wrong}"
+        ctx.report.line("ops", text)
+        ctx.report.put(f"ops_{name}_us", op.us, 2)
+    _source(ctx, "ops", [op.tally for op in results.values()])
+
+
+def _source(ctx: Ctx, scenario: str, tallies: list[Tally]) -> None:
+    """Record ``<scenario>_source``; say so when a figure "in FCALL" is not one."""
+    sources = {t.source for t in tallies}
+    if sources != {"commandstats"}:
+        ctx.report.line(scenario, "µs in FCALL: the server has no cmdstat_fcall in INFO "
+                        "commandstats, so these figures are the whole server's CPU (INFO cpu)")
+    ctx.report.put(f"{scenario}_source", "+".join(sorted(sources)))
+
+
+def _sweep_text(p: SweepPoint) -> str:
+    t = p.tally
+    arrivals, queued = t.commands // 3, t.types.get("queued", 0)
+    taken = t.types.get("assigned", 0) - (arrivals - queued)
+    text = (f"{p.agents:,} agents ({p.slots:,} slots, {p.queued:,} queued at the start): "
+            f"{t.us():,.1f} µs/command in FCALL, {t.cpu_us():,.1f} µs/command whole server, "
+            f"over {t.commands:,} commands, {PER_CALL} per FCALL ({arrivals:,} arrivals: "
+            f"{arrivals - queued:,} assigned at once, {queued:,} queued; {taken:,} closes "
+            "handed the agent a queued customer)")
+    problems = [f"{t.failed:,} refused"] if t.failed else []
+    if t.not_held:
+        problems.append(f"{t.not_held:,} calls without the lease")
+    if problems:
+        text += "; NOT AS EXPECTED: " + ", ".join(problems)
+    return text
+
+
+async def sweep_scenario(ctx: Ctx) -> None:
+    """Redis µs per command of one workload at several numbers of agents
+    (``bench.sweep``)."""
+    p = ctx.profile
+    spec = SweepSpec(groups=p.groups, capacity=p.capacity, cycles=p.sweep_cycles,
+                     seed=ctx.seed)
+    tenants = {agents: sweep_tenant(agents) for agents in p.sweep_sizes}
+    points = {pt.agents: pt for pt in await sweep(ctx.engine, tenants, spec,
+                                                  ctx.report.progress)}
+    for agents, point in points.items():
+        ctx.report.line("sweep", _sweep_text(point))
+        ctx.report.put(f"sweep_{label(agents)}_us", point.tally.us(), 2)
+    small, large = min(points), max(points)
+    if large != small:
+        ratio = points[large].tally.us() / points[small].tally.us()
+        ctx.report.line("sweep", f"µs/command {label(large)}/{label(small)} agents = "
+                        f"{ratio:.3f} (1.0: nothing on this path grows with the number of agents)")
+        ctx.report.put("sweep_ratio", ratio, 3)
+    _source(ctx, "sweep", [pt.tally for pt in points.values()])
 
 
 # ---------------------------------------------------------------- throughput, latency

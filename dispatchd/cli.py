@@ -229,8 +229,9 @@ BENCH_DESCRIPTION = (
     "Output: progress on stderr; result lines on stdout, then one line 'RESULT key=value "
     "...' for scripts (values have no spaces). A full run takes about 15 minutes on 2 cores; "
     "--quick under a minute once BullMQ is installed. On an external server the bench "
-    "uses the tenants dispatchd-bench and dispatchd-bench-cal and the BullMQ prefix "
-    "dispatchd-bench, deletes their keys before and after and never flushes the server; "
+    "uses the tenants dispatchd-bench, dispatchd-bench-cal, dispatchd-bench-ops and "
+    "dispatchd-bench-sweep-<agents> and the BullMQ prefix dispatchd-bench, deletes their "
+    "keys before and after and never flushes the server; "
     "durability switches appendonly with CONFIG SET and restores it.",
 )
 
@@ -238,6 +239,17 @@ BENCH_SCENARIO_HELP = {
     "ceiling": "the server's own ceiling: a trivial EVALSHA and a script making as many "
     "Redis calls as one assignment on the gateway path (counted with INFO commandstats), "
     "each pipelined 100 per round trip.",
+    "ops": "Redis CPU per operation type on the daemon's path: FCALL dispatchd_gateway "
+    "straight from the bench, 100 commands per call, 20,000 of each (2,000 with --quick) "
+    "in its own tenant: arrive assigned, arrive queued, an agent becoming ready taking a "
+    "queued customer, agent_message, close_session with and without a queue, and per "
+    "call a tick with nothing due and an empty call; from INFO commandstats (time inside "
+    "FCALL) and INFO cpu.",
+    "sweep": "Redis CPU per command of one workload (agent_message, close_session, "
+    "arrive; FCALL dispatchd_gateway straight from the bench, 100 per call) on centres "
+    "of 500, 5,000 and 50,000 agents (500 and 5,000 with --quick), each set up in its "
+    "own tenant and filled to capacity with a queue first; the largest/smallest ratio "
+    "shows whether a path grows with the number of agents.",
     "throughput": "5,000 agents (500 with --quick) in 50 skill groups of Zipf "
     "popularity; the command rate rises step by step until p99 command->event latency "
     "exceeds 250 ms, the inbound backlog grows, or the generator cannot send the rate (a "
