@@ -4,15 +4,16 @@ One replica holds a tenant at a time through a lease (``{tenant}:lease``) that e
 ``dispatchd_gateway`` call renews and checks atomically, so a tenant's commands are
 applied in stream order even with several replicas on the consumer group, and a replica
 that lost its lease (paused, partitioned) cannot apply a stale batch. Each loop iteration
-is at most two pipelined round trips, one under load:
+is one pipelined round trip:
 
-1. with no entries in hand, one ``XREADGROUP`` for every tenant this replica holds (up
-   to ``batch_size`` each, blocking ``block_ms`` at most);
-2. one ``dispatchd_gateway`` call (``FCALL``) per tenant that has entries in hand, a
-   timer tick due, a lease to renew, or a lease to try to take; while there is work, the
-   next ``XREADGROUP`` (non-blocking) goes in the same round trip, after the calls: Redis
-   runs a connection's commands in order, so the calls apply what was read before and
-   the read takes what came after. Under load that is one round trip per batch;
+1. one ``dispatchd_gateway`` call (``FCALL``) per tenant that has entries in hand (read
+   by the previous round trip), a timer tick due, a lease to renew, or a lease to try to
+   take; a call that applies commands also fires what is due;
+2. then one ``XREADGROUP`` for every tenant this replica holds (up to ``batch_size``
+   each), non-blocking when the calls apply commands, else blocking ``block_ms`` at most.
+   Redis runs a connection's commands in order, so the calls apply what was read before
+   and the read takes what came after. A tick in a call without commands is skipped by
+   the script while ``{T}:in`` holds entries: they were sent before it, and go first;
 3. a tenant newly taken first gets every pending entry of the group (``XAUTOCLAIM``): the
    entries a dead or stalled replica read but never acknowledged. They are older than
    anything new, so they go first; command ids make a second application impossible.
@@ -66,6 +67,8 @@ class BatchResult(msgspec.Struct, frozen=True):
     events: int = 0
     types: dict[str, int] = {}
     stats: observe.BatchStats | None = None
+    #: the tick asked for was skipped (entries wait in {T}:in; they go first)
+    skipped: bool = False
 
 
 _result = msgspec.msgpack.Decoder(BatchResult)
@@ -95,7 +98,7 @@ def wall_clock_ms() -> int:
 
 class _Tenant:
     __slots__ = ("backlog", "held", "last_call", "last_claim", "last_tick", "name", "renew_at",
-                 "renewed_at")
+                 "renewed_at", "skipped")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -106,6 +109,7 @@ class _Tenant:
         self.last_tick = 0
         self.last_call = 0.0
         self.backlog: list[tuple[bytes, dict[bytes, bytes]]] = []
+        self.skipped = False
 
 
 class GatewayConsumer:
@@ -164,14 +168,6 @@ class GatewayConsumer:
         """One iteration, one round trip: apply what was read last time (and tick, renew
         leases), then read what the held tenants have next."""
         await self._refresh_tenants()
-        if not any(self._reads.values()) and not any(t.backlog for t in self.tenants.values()):
-            # nothing in hand: wait for entries (block_ms at most), so they are applied
-            # together with the tick that follows
-            pipe = self.redis.pipeline(transaction=False)
-            if self._queue_read(pipe, busy=False):
-                self._reads = self._entries((await pipe.execute(raise_on_error=False))[0])
-            elif not any(t.held for t in self.tenants.values()):
-                await asyncio.sleep(self.opts.block_ms / 1000)
         await self._apply(self._reads)
 
     async def release(self) -> None:
@@ -286,6 +282,8 @@ class GatewayConsumer:
         }
         if tick:
             args["tick"] = o.timer_limit
+            if t.skipped:
+                args["due"] = True  # skipped once already: fire now
         try:
             packed = _pack.encode(args)
         except (OverflowError, TypeError, ValueError):
@@ -297,7 +295,7 @@ class GatewayConsumer:
                      read: bool = True) -> None:
         observe.record_step()
         now_mono, now = time.monotonic(), self.clock()
-        calls: list[tuple[_Tenant, list[tuple[bytes, dict[bytes, bytes]]]]] = []
+        calls: list[tuple[_Tenant, list[tuple[bytes, dict[bytes, bytes]]], bool]] = []
         pipe = self.redis.pipeline(transaction=False)
         for t in self.tenants.values():
             # claimed entries (older than anything read) go first; nothing is read for a
@@ -315,12 +313,14 @@ class GatewayConsumer:
                 continue
             cmds = [self._translate(t.name, eid, fields) for eid, fields in entries]
             await self._call(pipe, t, cmds, lease_ms=self.opts.lease_ms, tick=tick)
-            calls.append((t, entries))
-        # while there is work, the next entries are read in the same round trip
-        busy = any(entries for _, entries in calls)
-        read = read and busy and self._queue_read(pipe, busy=True)
+            calls.append((t, entries, tick))
+        # the next entries are read in the same round trip, after the calls; the read
+        # blocks (block_ms at most) only when the calls apply nothing
+        busy = any(entries for _, entries, _ in calls)
+        read = read and self._queue_read(pipe, busy=busy)
         self._reads = {}
-        if not calls:
+        if not calls and not read:
+            await asyncio.sleep(self.opts.block_ms / 1000)
             return
         started = time.perf_counter()
         results = await pipe.execute(raise_on_error=False)
@@ -329,7 +329,7 @@ class GatewayConsumer:
             self._reads = self._entries(results.pop())
         done_s = time.time()
         missing = False
-        for (t, entries), raw in zip(calls, results, strict=True):
+        for (t, entries, ticked), raw in zip(calls, results, strict=True):
             entry_ids = [eid for eid, _ in entries]
             n = len(entry_ids)
             if scripts.is_missing(raw):
@@ -349,7 +349,9 @@ class GatewayConsumer:
                 observe.record_batch(t.name, result.stats, result.types, entry_ids, done_s)
                 t.renewed_at = now_mono
                 t.renew_at = now_mono + self.opts.lease_ms / 3000
-                t.last_tick = now
+                t.skipped = result.skipped
+                if ticked and not result.skipped:
+                    t.last_tick = now
                 self.batches += 1 if n else 0
                 if not was_held:
                     log.info("tenant taken", extra={"fields": {"tenant": t.name}})

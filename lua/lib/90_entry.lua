@@ -22,9 +22,11 @@ end
   - a refused command (op "reject" from the daemon, or a script error) gets an `error`
     event and a copy of its entry in {t}:dead;
   - with `tick`, due overflow steps, preference fallbacks, lifecycle timers and ticket
-    timers fire last.
+    timers fire last; a tick with no command is skipped while {t}:in holds entries
+    (they were sent before it and go first);
+  - a call with neither commands nor a tick only checks and renews the lease (a few µs).
   ARGV[2] msgpack {lease, lease_ms, group, dedupe_ms, out_maxlen, dead_maxlen,
-                   tick (limit or nil), cmds = [{op, _id, _e, ...fields} |
+                   tick (limit or nil), due (true: fire even if {t}:in holds entries), cmds = [{op, _id, _e, ...fields} |
                    {op="reject", _e, _id?, error="<code> <message>"}]}
 ]]
 local OUT_NAMES = {released = "closed", abandoned = "closed"}
@@ -276,11 +278,20 @@ function L.gateway(now_arg, packed)
   local holder = call("GET", K.lease())
   if holder and holder ~= g.lease then return cmsgpack.pack({held = false, holder = holder}) end
   call("SET", K.lease(), g.lease, "PX", g.lease_ms)
+  local cmds = g.cmds or {}
+  -- a tick asked for with no command skips while {t}:in holds entries: they were sent
+  -- before it (the daemon reads them in the same round trip) and go first
+  -- (at most once in a row: `due` says the last one was skipped, so a stream that keeps
+  -- an entry nobody reads cannot hold the timers back)
+  if g.tick and #cmds == 0 and not g.due and call("XLEN", K.inbound()) > 0 then
+    return cmsgpack.pack({held = true, skipped = true})
+  end
+  if #cmds == 0 and not g.tick then return cmsgpack.pack({held = true}) end -- a renewal
   g.applied, g.duplicates, g.failed, g.events, g.types = 0, 0, 0, 0, {}
   g.seen, g.ids, g.entries = {}, {}, {}
   g.st = {n = {}, ans = {}, ab = {}, fr = {}, tkr = {}, tkfr = {}}
   call("ZREMRANGEBYSCORE", K.applied(), "-inf", sfmt("(%d", now - g.dedupe_ms))
-  for _, c in ipairs(g.cmds or {}) do apply_one(g, c, now) end
+  for _, c in ipairs(cmds) do apply_one(g, c, now) end
   flush(g)
   if g.tick then
     for _, op in ipairs(TICK_OPS) do
