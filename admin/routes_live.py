@@ -48,7 +48,7 @@ class LiveController(Controller):
         view = await admin.engine.session(tenant, session)
         if view is None:
             raise NotFoundException(f"session {session} not found")
-        rows = await admin.redis.lrange(keys.key("history", tenant, session), 0, -1)
+        rows = await admin.engine.session_history(tenant, session)
         return s.SessionOut(
             id=session, state=view.state, phase=view.phase, group=view.group,
             priority=view.priority, arrival_ms=view.arrival_ms, customer=view.customer,

@@ -10,10 +10,12 @@ is one pipelined round trip:
    by the previous round trip), a timer tick due, a lease to renew, or a lease to try to
    take; a call that applies commands also fires what is due;
 2. then one ``XREADGROUP`` for every tenant this replica holds (up to ``batch_size``
-   each), non-blocking when the calls apply commands, else blocking ``block_ms`` at most.
-   Redis runs a connection's commands in order, so the calls apply what was read before
-   and the read takes what came after. A tick in a call without commands is skipped by
-   the script while ``{T}:in`` holds entries: they were sent before it, and go first;
+   each, blocking ``block_ms`` at most: under load it returns at once). Redis runs a
+   connection's commands in order, so the calls apply what was read before and the read
+   takes what came after; the calls' replies wait for the read (their events are out
+   already, and the server times the batch: the command latency metric uses that). A
+   tick in a call without commands is skipped by the script while ``{T}:in`` holds
+   entries: they were sent before it, and go first;
 3. a tenant newly taken first gets every pending entry of the group (``XAUTOCLAIM``): the
    entries a dead or stalled replica read but never acknowledged. They are older than
    anything new, so they go first; command ids make a second application impossible.
@@ -69,6 +71,8 @@ class BatchResult(msgspec.Struct, frozen=True):
     stats: observe.BatchStats | None = None
     #: the tick asked for was skipped (entries wait in {T}:in; they go first)
     skipped: bool = False
+    #: server time (ms) the call was done, when it applied or fired anything
+    done: int | None = None
 
 
 _result = msgspec.msgpack.Decoder(BatchResult)
@@ -219,10 +223,9 @@ class GatewayConsumer:
 
     # ---------------------------------------------------------------------------- read
 
-    def _queue_read(self, pipe: Any, busy: bool) -> bool:
-        """Queue one ``XREADGROUP`` for the held tenants on ``pipe``, after the calls; True
-        if one was queued. It blocks (``block_ms``) only when this round trip applies
-        nothing, so a busy consumer never waits and an idle one does not spin.
+    def _queue_read(self, pipe: Any) -> bool:
+        """Queue one ``XREADGROUP`` for the held tenants on ``pipe``, after the calls
+        (blocking ``block_ms`` at most); True if one was queued.
 
         Only tenants whose lease was renewed within half its length are read, so a
         replica that stalled past its lease renews (and learns it lost it) before it
@@ -235,7 +238,7 @@ class GatewayConsumer:
             return False
         streams: dict[Any, Any] = {keys.key("inbound", t.name): ">" for t in held}
         pipe.xreadgroup(GROUP, self.name, streams, count=self.opts.batch_size,
-                        block=None if busy else self.opts.block_ms)
+                        block=self.opts.block_ms)
         return True
 
     @staticmethod
@@ -314,10 +317,10 @@ class GatewayConsumer:
             cmds = [self._translate(t.name, eid, fields) for eid, fields in entries]
             await self._call(pipe, t, cmds, lease_ms=self.opts.lease_ms, tick=tick)
             calls.append((t, entries, tick))
-        # the next entries are read in the same round trip, after the calls; the read
-        # blocks (block_ms at most) only when the calls apply nothing
-        busy = any(entries for _, entries, _ in calls)
-        read = read and self._queue_read(pipe, busy=busy)
+        # the next entries are read in the same round trip, after the calls (blocking
+        # block_ms at most: under load it returns at once; the calls' replies wait for it,
+        # but their events are out already and their latency is timed by the server)
+        read = read and self._queue_read(pipe)
         self._reads = {}
         if not calls and not read:
             await asyncio.sleep(self.opts.block_ms / 1000)
@@ -346,7 +349,8 @@ class GatewayConsumer:
             t.held = result.held
             observe.record_lease(t.name, result.held)
             if result.held:
-                observe.record_batch(t.name, result.stats, result.types, entry_ids, done_s)
+                done = result.done / 1000 if result.done is not None else done_s
+                observe.record_batch(t.name, result.stats, result.types, entry_ids, done)
                 t.renewed_at = now_mono
                 t.renew_at = now_mono + self.opts.lease_ms / 3000
                 t.skipped = result.skipped

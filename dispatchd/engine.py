@@ -378,6 +378,12 @@ class Engine:
 
     # --------------------------------------------------------------------- read views
 
+    async def session_history(self, tenant: str, session: str) -> list[bytes]:
+        """The session's events as published (JSON), oldest first (the list
+        ``{t}:s:<id>:h`` that lua/lib/90_entry.lua keeps)."""
+        rows = await self.redis.lrange(keys.key("history", tenant, session), 0, -1)
+        return cast(list[bytes], rows)
+
     async def session(self, tenant: str, session: str) -> SessionView | None:
         """A session's stored state, or None."""
         pipe = self.redis.pipeline(transaction=False)

@@ -118,7 +118,8 @@ EVENTS = _counter("events", "Events appended to the outbound stream, by type.",
                   ("tenant", "kind"))
 COMMAND_LATENCY = _histogram(
     "command_latency_seconds",
-    "From a command's append to the inbound stream to its events on the outbound stream.",
+    "From a command's append to the inbound stream to the end of the call that applied it"
+    " (its events on the outbound stream), on the server's clock.",
     ("tenant",), LATENCY_BUCKETS)
 ASSIGNMENTS = _counter(
     "assignments",

@@ -20,5 +20,6 @@ OPS.invite_agent = function(now, a)
     L.fail("E_BAD_ARG", "agent already in the session")
   end
   call("SADD", K.experts(s.id), id)
+  call("HSET", K.session(s.id), "x", "1") -- it has experts: their set expires with it
   return {{event = "agent_invited", session = s.id, agent = id, by = s.ag}}
 end

@@ -9,12 +9,12 @@ import json
 from helpers import SEC, T0, sales_support
 
 from dispatchd import keys
+from dispatchd.engine import Engine
 from dispatchd.messages import Arrive, ReleaseSession
 
 
 async def history(redis_client, tenant, sid):
-    return [json.loads(r) for r in await redis_client.lrange(keys.key("history", tenant, sid),
-                                                             0, -1)]
+    return [json.loads(r) for r in await Engine(redis_client).session_history(tenant, sid)]
 
 
 async def test_single_calls_and_batches_record_the_same_history(engine, redis_client, tenant):

@@ -123,8 +123,7 @@ function L.admin(now_arg, packed)
     if c.cmd then
       local fn = OPS[c.cmd.op]
       if not fn then L.fail("E_BAD_ARG", "op " .. tostring(c.cmd.op)) end
-      AGENTS, L.now = {}, now
-      events = fn(now, c.cmd)
+      events = L.op(fn, now, c.cmd)
     end
     for _, w in ipairs(c.writes) do
       local key = key_of(w[2], w[3])

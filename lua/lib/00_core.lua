@@ -24,6 +24,7 @@ local call, sfmt, ssub, sbyte
 -- made by L.enter at every entry point, never carried from one call to the next.
 local GROUPS -- group config cache; lives for one call (a whole batch)
 local AGENTS -- agent cache; one table per agent per command, so every path sees one truth
+local COUNTS -- agent counter changes of the command (L.op): key -> field -> amount
 
 -- ------------------------------------------------------------------------ entry
 
@@ -33,7 +34,27 @@ function L.enter(root)
   if type(root) ~= "string" or #root <= ROOT_SUFFIX then L.fail("E_BAD_ARG", "root key") end
   call, sfmt, ssub, sbyte = redis.call, string.format, string.sub, string.byte
   P = ssub(root, 1, -ROOT_SUFFIX - 1)
-  GROUPS, AGENTS, L.now = {}, {}, nil
+  GROUPS, AGENTS, COUNTS, L.now = {}, {}, {}, nil
+end
+
+local function flush_counts()
+  for key, fields in pairs(COUNTS) do
+    for f, n in pairs(fields) do
+      if n ~= 0 then call("HINCRBY", key, f, n) end
+    end
+  end
+  COUNTS = {}
+end
+
+-- Run one transition: a fresh agent cache, and its agent counter changes written once
+-- at its end (an assignment and a release in one command cancel out: no write). A
+-- transition that fails has written nothing (validate, then write), so its counter
+-- changes are dropped with it.
+function L.op(fn, now, c)
+  AGENTS, COUNTS, L.now = {}, {}, now
+  local res = fn(now, c)
+  flush_counts()
+  return res
 end
 
 -- ----------------------------------------------------------------------------- errors
@@ -148,7 +169,8 @@ end
   An agent table remembers what it was counted as (`counted`, nil for an agent not
   counted yet); L.save_agent adds the difference, so every change of status, capacity,
   load or pre-closed count through it keeps the counters exact. A change of the agent's
-  groups first takes its part out (L.uncount_agent), then saves it anew.
+  groups first takes its part out (L.uncount_agent), then saves it anew. The changes are
+  summed per command and written when it ends (L.op), one HINCRBY per field that moved.
 ]]
 local STATUS_FIELD = {online = "on", away = "aw", offline = "off"}
 
@@ -168,13 +190,16 @@ local function add_parts(ag, before, after)
     if n ~= 0 then any = true else delta[f] = nil end
   end
   if not any then return end
-  for f, n in pairs(delta) do call("HINCRBY", K.agent_totals(), f, n) end
+  local function add(key)
+    local h = COUNTS[key]
+    if not h then h = {}; COUNTS[key] = h end
+    for f, n in pairs(delta) do h[f] = (h[f] or 0) + n end
+  end
+  add(K.agent_totals())
   delta.pc = nil
   if not next(delta) then return end
   local sk = L.skills(ag)
-  for i = 1, #sk, 2 do
-    for f, n in pairs(delta) do call("HINCRBY", K.group_agents(sk[i]), f, n) end
-  end
+  for i = 1, #sk, 2 do add(K.group_agents(sk[i])) end
 end
 
 -- Take the agent's part out of the counters (before its groups change or it goes).
@@ -195,11 +220,18 @@ function L.save_agent(ag)
   ag.counted = now_counted
 end
 
+-- The session hash fields a transition reads (docs/routing.md; ans and rs are read
+-- where they are needed, never here).
+local SESSION_FIELDS = {"st", "g", "p", "at", "sq", "tr", "q", "bl", "c", "gw", "va", "ag",
+                        "pf", "ph", "pa", "pk", "fr", "x", "asg"}
+
 function L.session(sid)
-  local r = call("HGETALL", K.session(sid))
-  if #r == 0 then return nil end
+  local r = call("HMGET", K.session(sid), unpack(SESSION_FIELDS))
+  if not r[1] then return nil end -- every session has a state
   local s = {id = sid}
-  for i = 1, #r, 2 do s[r[i]] = r[i + 1] end
+  for i = 1, #SESSION_FIELDS do
+    if r[i] then s[SESSION_FIELDS[i]] = r[i] end
+  end
   s.p, s.at, s.sq = tonumber(s.p), tonumber(s.at), tonumber(s.sq)
   s.tr, s.va, s.pa = tonumber(s.tr) or 0, tonumber(s.va), tonumber(s.pa)
   -- its queue member is not stored (it would double what the queue holds): derived

@@ -84,9 +84,11 @@ function L.close_session(s, now, reason, state)
   call("HSET", K.session(s.id), "st", "closed", "q", "", "rs", reason, "cl", sfmt("%d", now))
   call("HINCRBY", K.group_open(), s.g, -1)
   L.cancel_timers(s.id)
-  for _, key in ipairs({K.session(s.id), K.blocked(s.id), K.experts(s.id), K.history(s.id)}) do
-    call("PEXPIRE", key, ttl)
-  end
+  call("PEXPIRE", K.session(s.id), ttl)
+  call("PEXPIRE", K.history(s.id), ttl)
+  -- the sets exist only when the session says so (no call for a key that is not there)
+  if s.bl == "1" then call("PEXPIRE", K.blocked(s.id), ttl) end
+  if s.x == "1" then call("PEXPIRE", K.experts(s.id), ttl) end
 end
 
 -- End an assigned or pre-closed session; its agent takes more work.

@@ -33,7 +33,9 @@ local OUT_NAMES = {released = "closed", abandoned = "closed"}
 local TICK_OPS = {"escalate_overflow", "expire_preferences", "fire_timers", "ticket_tick"}
 
 -- Keep a session's history: its events in their outbound form, oldest first. The list
--- is capped (the newest HISTORY_MAX are kept) and expires with the closed session.
+-- is capped (the newest HISTORY_MAX are kept) and expires with the closed session. (Not
+-- in the session's hash: a value over 64 bytes turns a hash from a listpack into a
+-- table, which would more than double the hash's memory.)
 local HISTORY_MAX = 500
 
 local function record(sid, json, closing)
@@ -258,8 +260,7 @@ local function apply_one(g, c, now)
   elseif not OPS[c.op] then
     refuse(g, c, "E_UNKNOWN_OP " .. tostring(c.op), now)
   else
-    AGENTS, L.now = {}, now
-    local ok, res = pcall(OPS[c.op], now, c)
+    local ok, res = pcall(L.op, OPS[c.op], now, c)
     if ok then
       local sessions = {}
       for _, e in ipairs(res) do emit(g, e, now, c._id, sessions) end
@@ -295,12 +296,17 @@ function L.gateway(now_arg, packed)
   flush(g)
   if g.tick then
     for _, op in ipairs(TICK_OPS) do
-      AGENTS, L.now = {}, now
       local sessions = {}
-      for _, e in ipairs(OPS[op](now, {limit = g.tick})) do emit(g, e, now, nil, sessions) end
+      for _, e in ipairs(L.op(OPS[op], now, {limit = g.tick})) do
+        emit(g, e, now, nil, sessions)
+      end
     end
   end
+  -- when the batch was done, on the server's clock (that of the stream ids): the daemon
+  -- measures command latency with it, whatever else shares the round trip
+  local t = call("TIME")
   return cmsgpack.pack({
+    done = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
     held = true, applied = g.applied, duplicates = g.duplicates, failed = g.failed,
     events = g.events, types = next(g.types) and g.types or nil, stats = packed_stats(g.st),
   })
@@ -313,8 +319,7 @@ function L.run(op, now_arg, packed)
   local ok, res = pcall(function()
     local now = L.check_now(now_arg)
     local c = unpack_command(packed)
-    AGENTS, L.now = {}, now
-    local events = OPS[op](now, c)
+    local events = L.op(OPS[op], now, c)
     record_all(events, now)
     return events
   end)
@@ -337,8 +342,7 @@ function L.batch(now_arg, packed)
     elseif not fn then
       out[i] = {error = "E_UNKNOWN_OP " .. tostring(c.op)}
     else
-      AGENTS, L.now = {}, now
-      local ok3, res = pcall(fn, now, c)
+      local ok3, res = pcall(L.op, fn, now, c)
       if ok3 then
         record_all(res, now)
         out[i] = {events = res}
