@@ -74,6 +74,7 @@ OPS.arrive = function(now, a)
   local s = {
     id = sid, g = g, p = prio, at = now, sq = seq, tr = 0, q = "", st = "queued",
     m = L.member(now, seq, #bl > 0, sid), bl = #bl > 0 and "1" or "0", blk = {},
+    fresh = true, -- no timer of its own yet: nothing to cancel
   }
   call("HSET", K.session(sid), "st", "queued", "g", g, "p", prio, "at", sfmt("%d", now),
     "sq", seq, "tr", 0, "q", "", "bl", s.bl, "c", customer or "",

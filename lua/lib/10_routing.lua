@@ -127,13 +127,13 @@ function L.assign(s, ag, via, tier, now, ev)
   L.unqueue(s)
   s.st, s.ag = "assigned", ag.id
   call("HSET", K.session(s.id), "st", "assigned", "ag", ag.id, "q", "", "pf", "",
-    "tr", s.tr, "asg", sfmt("%d", now))
+    "tr", s.tr, "asg", sfmt("%d", now), "ph", "waiting_agent", "pa", sfmt("%d", now))
   call("SADD", K.agent_sessions(ag.id), s.id)
   ag.load, ag.last = ag.load + 1, now
   L.save_agent(ag)
   L.refresh(ag)
   L.count_served(s.g, now)
-  L.on_waiting_agent(s, now)
+  L.on_waiting_agent(s, now, true)
   ev[#ev + 1] = {
     event = "assigned", session = s.id, agent = ag.id, group = s.g, tier = tier, via = via,
     wait_ms = now - s.at,
@@ -189,9 +189,14 @@ function L.route(s, now, reason, ev)
   for n = 1, s.tr do call("ZADD", K.overflow(s.g, n), s.va, s.m) end
   -- a session being routed has no due step (unqueue dropped it): only add the next one
   if gc.tiers[s.tr + 1] then L.schedule_overflow(s, gc.tiers) end
-  call("HSET", K.session(s.id), "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
-    "va", sfmt("%d", s.va), "ag", "", "pf", "")
-  L.on_queued(s, now)
+  if s.ph == "queued" then
+    call("HSET", K.session(s.id), "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
+      "va", sfmt("%d", s.va), "ag", "", "pf", "")
+  else -- entering the queue phase: written here, with the rest
+    call("HSET", K.session(s.id), "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
+      "va", sfmt("%d", s.va), "ag", "", "pf", "", "ph", "queued", "pa", sfmt("%d", now))
+  end
+  L.on_queued(s, now, true)
   ev[#ev + 1] = queued_event(s, reason, K.queue(s.g))
 end
 
@@ -206,14 +211,25 @@ function L.park(s, ag, kind, due, reason, ev)
   ev[#ev + 1] = queued_event(s, reason, K.parked(ag.id), ag.id)
 end
 
--- The agent takes customers while it is online with free capacity.
+-- The agent takes customers while it is online with free capacity; returns how many.
 function L.fill(ag, now, ev)
+  local n = 0
   while ag.st == "online" and ag.load < ag.cap do
     local sid, kind, tier = L.pick_for_agent(ag)
-    if not sid then return end
+    if not sid then return n end
     local s = L.session(sid)
     L.assign(s, ag, kind == "parked" and s.pk or kind, tier, now, ev)
+    n = n + 1
   end
+  return n
+end
+
+-- An agent that just freed capacity takes customers, and its place among the candidates
+-- is written once: by the last assignment (L.assign), or here when it took nobody. (The
+-- agent-side pick reads queues, never the candidate sets, so writing it before the pick
+-- as well would only be overwritten.)
+function L.refill(ag, now, ev)
+  if L.fill(ag, now, ev) == 0 then L.refresh(ag) end
 end
 
 

@@ -32,19 +32,23 @@ local function maybe_timer(kind, sid, from, ms, now)
   if ms and ms > 0 then L.timer(kind, sid, math.max(from + ms, now)) end
 end
 
-function L.set_phase(s, ph, now)
+-- `written`: the caller wrote ph and pa with its own HSET of the session (one call).
+function L.set_phase(s, ph, now, written)
   local previous = s.ph
   s.ph, s.pa = ph, now
-  call("HSET", K.session(s.id), "ph", ph, "pa", sfmt("%d", now))
+  if not written then call("HSET", K.session(s.id), "ph", ph, "pa", sfmt("%d", now)) end
   return previous
 end
 
--- Phase hooks, called by the routing helpers whenever a session is queued or assigned.
-function L.on_queued(s, now)
+-- Phase hooks, called by the routing helpers whenever a session is queued or assigned
+-- (`written` as for L.set_phase). A session made by this very command (s.fresh) has no
+-- timer to cancel.
+function L.on_queued(s, now, written)
   if s.ph == "queued" then return end
-  L.set_phase(s, "queued", now)
+  L.set_phase(s, "queued", now, written)
   local gc = L.group(s.g)
-  L.cancel_timers(s.id, {"sla", "ra", "sr", "sp", "sc", "cc"})
+  if not s.fresh then L.cancel_timers(s.id, {"sla", "ra", "sr", "sp", "sc", "cc"}) end
+  s.fresh = nil -- it may have timers from here on
   -- measured from entering the queue: a session transferred or re-queued after being
   -- served starts a new queue wait (its virtual arrival still keeps its original wait)
   maybe_timer("qw", s.id, now, gc.qwarn, now)
@@ -52,10 +56,11 @@ function L.on_queued(s, now)
   maybe_timer("pu", s.id, now, gc.posint, now)
 end
 
-function L.on_waiting_agent(s, now)
-  L.set_phase(s, "waiting_agent", now)
+function L.on_waiting_agent(s, now, written)
+  L.set_phase(s, "waiting_agent", now, written)
   local gc = L.group(s.g)
-  L.cancel_timers(s.id, {"qw", "qt", "pu", "sr", "sp", "sc", "cc"})
+  if not s.fresh then L.cancel_timers(s.id, {"qw", "qt", "pu", "sr", "sp", "sc", "cc"}) end
+  s.fresh = nil
   maybe_timer("sla", s.id, now, gc.sla, now)
   maybe_timer("ra", s.id, now, gc.reassign, now)
 end
@@ -107,9 +112,8 @@ function L.release(s, now, reason, state, ev)
     call("HSET", K.customer(s.c), "ag", s.ag, "at", sfmt("%d", now))
     call("PEXPIRE", K.customer(s.c), 2592000000)
   end
-  L.refresh(ag)
   ev[#ev + 1] = {event = "released", session = s.id, agent = s.ag, reason = reason}
-  L.fill(ag, now, ev)
+  L.refill(ag, now, ev)
 end
 
 -- A queued (or parked) customer leaves or times out.
@@ -126,9 +130,8 @@ function L.preclose(s, now, ev)
   L.save_agent(ag)
   s.st = "preclosed"
   call("HSET", K.session(s.id), "st", "preclosed")
-  L.refresh(ag)
   ev[#ev + 1] = {event = "preclosed", session = s.id, agent = s.ag}
-  L.fill(ag, now, ev)
+  L.refill(ag, now, ev)
 end
 
 -- Back to the same agent (true) unless it is offline: then re-queued (false).
