@@ -109,6 +109,15 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     # hash: agent -> tickets taken in the group's current shift-start release, plus
     # "#until" (ms the release ends) and "#share" (tickets per agent until then)
     "ticket_ramp": ("{P}g:{group}:ramp", ("group",)),
+    # zset: the group's ticket-eligible agents (docs/tickets.md "Assignment"): the
+    # members on shift (online or away) with fewer open tickets than their ticket limit;
+    # score = open tickets, member = 15-digit ms of its last ticket assignment (0: never)
+    # .. agent id, so equal scores order by that time, then id, and the first is the one
+    # a balanced assignment picks; kept by every change (lua/lib/30_ticket_hook.lua)
+    "ticket_agents": ("{P}g:{group}:tka", ("group",)),
+    # hash: group -> "1" once its ticket_agents were built from its members (a group
+    # older than them gets them built at its first ticket assignment)
+    "ticket_agents_built": ("{P}tkab", ()),
     # zset: the agent's open tickets -> creation ms (its ticket load is the ZCARD)
     "agent_tickets": ("{P}a:{agent}:tk", ("agent",)),
     # zset: every ticket the agent was assigned -> ms last assigned (newest 10,000)

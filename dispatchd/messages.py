@@ -237,8 +237,8 @@ class FireTimers(_Command, frozen=True, tag="fire_timers"):
 
 
 class RecountAgents(_Command, frozen=True, tag="recount_agents"):
-    """Rebuild the agent counters the metrics sampler reads (once per tenant whose
-    counters predate them; O(agents))."""
+    """Rebuild the agent counters the metrics sampler reads and every group's set of
+    ticket-eligible agents (once per tenant whose data predates them; O(agents))."""
 
 
 # ---------------------------------------------------------------------------- tickets

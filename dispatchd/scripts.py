@@ -45,7 +45,7 @@ log = logging.getLogger("dispatchd.scripts")
 LIBRARY = "dispatchd"
 #: The library's contract version: bump it whenever an entry point's arguments, reply or
 #: the data it reads and writes change in a way an older daemon would not understand.
-LIBRARY_VERSION = 2
+LIBRARY_VERSION = 3
 #: Entry points besides the per-transition ones.
 BATCH = "dispatchd_batch"
 GATEWAY = "dispatchd_gateway"

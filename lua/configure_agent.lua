@@ -4,8 +4,9 @@
   ARGV[1] now_ms       int    caller's clock
   ARGV[2] command      msgpack map {agent, capacity, abilities={group: ability>0}, team="",
                               ticket_limit=20 (open tickets it may hold, docs/tickets.md)}
-  Touches: the agent hash and skills, {t}:g:<g>:m and :r of old and new groups, and
-           whatever the agent then takes (it takes work if online with free capacity).
+  Touches: the agent hash and skills, {t}:g:<g>:m, :r and :tka (ticket-eligible agents)
+           of old and new groups, and whatever the agent then takes (it takes work if
+           online with free capacity).
   Returns: msgpack [{event="agent_configured", agent}, {event="assigned", ...}...]
   Errors:  "E_BAD_ID agent", "E_BAD_ARG <field>", "E_GROUP_UNKNOWN <group>"
   A new agent starts offline.
@@ -33,11 +34,12 @@ OPS.configure_agent = function(now, a)
     call("SADD", K.agents(), id)
   end
   L.uncount_agent(ag) -- counted again in its new groups by L.save_agent
-  local old = call("HGETALL", K.skills(id))
+  local old, gone = call("HGETALL", K.skills(id)), {}
   for i = 1, #old, 2 do
     if abilities[old[i]] == nil then
       call("ZREM", K.ready(old[i]), id)
       call("HDEL", K.members(old[i]), id)
+      gone[#gone + 1] = old[i]
     end
   end
   call("DEL", K.skills(id))
@@ -48,6 +50,8 @@ OPS.configure_agent = function(now, a)
   ag.cap, ag.sk = cap, nil
   L.save_agent(ag)
   call("HSET", K.agent(id), "team", team, "tlim", tlim)
+  L.ticket_agent_leave(id, gone)
+  L.ticket_agent(id) -- its ticket limit or groups may have changed
   L.wake_tickets(id, now)
   L.refresh(ag)
   local ev = {{event = "agent_configured", agent = id}}

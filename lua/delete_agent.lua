@@ -7,7 +7,8 @@
   ARGV[1] now_ms       int    caller's clock
   ARGV[2] command      msgpack map {agent}
   Touches: the agent's hash, skills, session sets, parking zset and ticket lists; the
-           members and ranking of each of its groups; the agent set.
+           members, ranking and ticket-eligible agents of each of its groups; the agent
+           set.
   Returns: msgpack [{event="agent_deleted", agent}]
   Errors:  "E_BAD_ID agent", "E_AGENT_UNKNOWN <id>", "E_AGENT_BUSY <what it holds>"
 ]]
@@ -29,6 +30,7 @@ OPS.delete_agent = function(now, a)
     call("ZREM", K.ready(g), id)
     call("HDEL", K.members(g), id)
   end
+  L.ticket_agent_leave(id, skills)
   call("DEL", K.agent(id), K.skills(id), K.agent_sessions(id), K.agent_preclosed(id),
     K.parked(id), K.agent_tickets(id), K.agent_handled(id))
   call("SREM", K.agents(), id)

@@ -8,7 +8,8 @@
   ARGV[1] now_ms       int    caller's clock
   ARGV[2] command      msgpack map {group}
   Touches: the group's hash, queue, ranking, members, overflow sets, reverse overflow
-           map and service rate; the skills of its members; the group set.
+           map, service rate, ticket queue, release and ticket-eligible agents; the
+           skills of its members; the group set.
   Returns: msgpack [{event="group_deleted", group}]
   Errors:  "E_BAD_ID group", "E_GROUP_UNKNOWN <id>", "E_GROUP_BUSY <n> open sessions",
            "E_GROUP_IN_USE <what uses it>"
@@ -36,12 +37,13 @@ OPS.delete_group = function(now, a)
   end
   for _, agent in ipairs(call("HKEYS", K.members(g))) do call("HDEL", K.skills(agent), g) end
   local doomed = {K.group(g), K.members(g), K.ready(g), K.queue(g), K.sources(g), K.group_rate(g),
-    K.ticket_queue(g), K.ticket_ramp(g), K.group_agents(g)}
+    K.ticket_queue(g), K.ticket_ramp(g), K.group_agents(g), K.ticket_agents(g)}
   for n = 1, #gc.tiers do doomed[#doomed + 1] = K.overflow(g, n) end
   call("DEL", unpack(doomed))
   call("HDEL", K.group_open(), g)
   call("HDEL", K.tickets_open(), g)
   call("HDEL", K.tickets_held(), g)
+  call("HDEL", K.ticket_agents_built(), g)
   call("ZREM", K.ticket_due(), "gq:" .. g)
   call("SREM", K.groups(), g)
   L.forget_group(g)

@@ -3,6 +3,9 @@
   {t}:g:<group>:ast, see lua/lib/00_core.lua) from the agents themselves, and mark them
   valid (field "v" of {t}:ast). Every transition keeps them exact afterwards; this runs
   once for a tenant whose counters were never marked (data written before they existed).
+  It also rebuilds every group's ticket-eligible agents ({t}:g:<group>:tka, see
+  lua/lib/30_ticket_hook.lua) and marks them built ({t}:tkab); a group whose set was
+  never built gets it at its first ticket assignment anyway.
   Cost: O(agents + their skills), once per tenant; never on the routing path.
   KEYS[1] {t}:tenant   hash   the tenant root; every other key is derived from it
   ARGV[1] now_ms       int    caller's clock
@@ -22,5 +25,6 @@ OPS.recount_agents = function(now, a)
     end
   end
   call("HSET", K.agent_totals(), "v", "1")
+  for _, g in ipairs(call("SMEMBERS", K.groups())) do L.ticket_agents_ready(g, true) end
   return {{event = "agents_recounted", agents = #ids}}
 end

@@ -5,8 +5,9 @@
   ARGV[2] command      msgpack map {agent, status="online"|"away"|"offline",
                               handover=false}
   online:  becomes a candidate in its groups and takes waiting work.
-  Coming on shift (online or away after offline) also has its groups' waiting tickets
-  looked at by the next ticket tick (docs/tickets.md).
+  Coming on shift (online or away after offline) or going off it also puts the agent
+  in or out of its groups' ticket-eligible agents ({t}:g:<g>:tka); coming on shift has
+  its groups' waiting tickets looked at by the next ticket tick (docs/tickets.md).
   away:    stops being a candidate; keeps its sessions and parked customers.
   offline: as away, and the customers parked with it go to normal routing at once.
   handover (with away or offline): the agent's open sessions are transferred back to
@@ -32,6 +33,7 @@ OPS.set_agent_status = function(now, a)
   ag.st = st
   if st == "online" and not ag.last then ag.last = now end
   L.save_agent(ag)
+  if (previous == "offline") ~= (st == "offline") then L.ticket_agent(id) end
   L.refresh(ag)
   local ev = {{event = "agent_status", agent = id, status = st, previous = previous}}
   if st == "online" then

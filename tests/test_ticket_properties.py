@@ -22,7 +22,8 @@ a busy group or agent (refused). After every step it checks:
   ticket in two open sets; the open counters count; waiting tickets are never forgotten
   (a group in hours with queued tickets and an eligible member, or with held tickets, is
   due to be looked at; every group with waiting tickets is looked at within a minute or
-  when it opens);
+  when it opens); each group's ticket-eligible set (``{t}:g:<g>:tka``) holds exactly its
+  members on shift and under their limit, scored and ordered as the balanced pick is;
 * the views (``dispatchd.tickets.get_tickets``, ``find``, ``get_hops``) against the model.
 
 Examples and steps come from the hypothesis profile (tests/conftest.py): the ci profile
@@ -467,10 +468,12 @@ class TicketMachine(EngineMachine):
             reads += [(f"queue:{g}", "zrange", (k("ticket_queue", t, g), 0, -1), {}),
                       (f"group:{g}", "zrange", (k("group_tickets", t, g), 0, -1), {}),
                       (f"members:{g}", "hkeys", (k("members", t, g),), {}),
-                      (f"ramp:{g}", "hgetall", (k("ticket_ramp", t, g),), {})]
+                      (f"ramp:{g}", "hgetall", (k("ticket_ramp", t, g),), {}),
+                      (f"eligible:{g}", "zrange", (k("ticket_agents", t, g), 0, -1),
+                       {"withscores": True})]
         for a in self.agents:
             reads += [(f"open:{a}", "zrange", (k("agent_tickets", t, a), 0, -1), {}),
-                      (f"agent:{a}", "hmget", (k("agent", t, a), "st", "tlim"), {})]
+                      (f"agent:{a}", "hmget", (k("agent", t, a), "st", "tlim", "tka"), {})]
         pipe = self.client.pipeline(transaction=False)
         for _, method, args, kwargs in reads:
             getattr(pipe, method)(*args, **kwargs)
@@ -526,7 +529,29 @@ class TicketMachine(EngineMachine):
         for tid in ids_of(r["overdue"]):
             v = views[tid]
             assert v is not None and v.state != "closed", f"{tid} overdue but {v}"
+        self._check_ticket_agents(r)
         self._check_timers(r, views)
+
+    def _check_ticket_agents(self, r: dict[str, Any]) -> None:
+        """Each group's ticket-eligible set ({t}:g:<g>:tka) is what its definition gives
+        from the keyspace: the members on shift with fewer open tickets than their limit,
+        scored by open tickets, member = 15-digit last ticket assignment ms + id; and its
+        order is the model's balanced order (fewest open, longest since the last, id)."""
+        for g in GROUPS:
+            expect: dict[str, float] = {}
+            for raw in r[f"members:{g}"]:
+                a = raw.decode()
+                status, limit, tka = r[f"agent:{a}"]
+                load = len(r[f"open:{a}"])
+                if status in (None, b"offline") or load >= int(limit or 20):
+                    continue
+                expect[f"{int(tka or 0):015d}{a}"] = float(load)
+            have = [(m.decode(), s) for m, s in r[f"eligible:{g}"]]
+            assert dict(have) == expect, f"ticket-eligible agents of {g}: {have} vs {expect}"
+            order = sorted(self.model.candidates(g, None),
+                           key=lambda c: (c.load, c.last, c.id))
+            assert [x[15:] for x, _ in have] == [c.id for c in order], (
+                f"ticket-eligible order of {g}: {have} vs the model's {order}")
 
     def _check_timers(self, r: dict[str, Any], views: dict[str, Any]) -> None:
         """Waiting tickets are never forgotten (docs: "A queued ticket is assigned when a
@@ -561,7 +586,7 @@ class TicketMachine(EngineMachine):
         out = []
         for raw in r[f"members:{g}"]:
             a = raw.decode()
-            status, limit = r[f"agent:{a}"]
+            status, limit, _ = r[f"agent:{a}"]
             load = len(r[f"open:{a}"])
             if status == b"offline" or load >= int(limit):
                 continue

@@ -17,12 +17,14 @@
 
   Eligible handler for a ticket of group g (docs/tickets.md "Assignment"): a member of g,
   on shift (status online or away), with fewer open tickets than its ticket limit
-  (agent field tlim) and, during g's shift-start release, fewer than its share.
+  (agent field tlim) and, during g's shift-start release, fewer than its share. The first
+  three are membership of g's ticket-eligible set {t}:g:<g>:tka (lua/lib/30_ticket_hook.lua),
+  which orders them as the balanced pick does; the share is looked up per agent.
 ]]
-local DEFAULT_TICKET_LIMIT = 20
 local TICKET_STATES = {"held", "queued", "assigned", "in_progress", "closed"}
 local HANDLED_MAX = 10000
 local DISPATCH_MAX = 500 -- tickets assigned from one group queue per call
+local SCAN = 16 -- ticket-eligible agents read at a time when some may be passed over
 local POLL_MS = 60000 -- a group with waiting tickets is looked at least this often
 local DAY_MS = 86400000
 L.TICKET_STATES = TICKET_STATES
@@ -116,47 +118,63 @@ local function ramp_of(g, now)
   return nil
 end
 
--- Eligible handlers of group g: {id, load, lim, last, taken}, in member order.
-local function candidates(g, ramp)
-  local list = {}
-  for _, aid in ipairs(call("HKEYS", K.members(g))) do
-    local r = call("HMGET", K.agent(aid), "st", "tlim", "tka")
-    if r[1] and r[1] ~= "offline" then
-      local c = {id = aid, load = call("ZCARD", K.agent_tickets(aid)),
-                 lim = tonumber(r[2]) or DEFAULT_TICKET_LIMIT, last = tonumber(r[3]) or 0}
-      if ramp then c.taken = tonumber(call("HGET", K.ticket_ramp(g), aid)) or 0 end
-      if c.load < c.lim and (not ramp or c.taken < ramp.share) then list[#list + 1] = c end
+-- Build group g's ticket-eligible set from its members (O(members)) unless {t}:tkab says
+-- it was built: a group older than these sets gets it at its first use (one made since
+-- has it exact from the start, and is only marked then). `force`: build it anew
+-- (recount_agents; a look at the group that finds nobody eligible).
+function L.ticket_agents_ready(g, force)
+  if not force and call("HEXISTS", K.ticket_agents_built(), g) == 1 then return end
+  call("DEL", K.ticket_agents(g))
+  local only = {g}
+  for _, aid in ipairs(call("HKEYS", K.members(g))) do L.ticket_agent(aid, nil, only) end
+  call("HSET", K.ticket_agents_built(), g, "1")
+end
+
+-- Whether agent aid is eligible for a ticket of group g: in its ticket-eligible set and,
+-- during its shift-start release, under its share. O(log members).
+local function eligible(g, aid, ramp)
+  local tka = tonumber(call("HGET", K.agent(aid), "tka")) or 0
+  if not call("ZSCORE", K.ticket_agents(g), L.ticket_member(tka, aid)) then return false end
+  return not ramp or (tonumber(call("HGET", K.ticket_ramp(g), aid)) or 0) < ramp.share
+end
+
+-- The least loaded eligible member of group g other than `exclude` (fewest open tickets,
+-- then longest since its last ticket, then id), nil when there is none: the first of its
+-- ticket-eligible set, O(log members). During a shift-start release, the members that
+-- took their share are passed over, read SCAN at a time with their takes. The walk
+-- passes only members that took their share and rank before the first that did not
+-- (fewer open tickets than it, or as many and an earlier last ticket: members whose
+-- older tickets are fewer), so it costs at most 1 + members/SCAN reads, and only for
+-- ticket_release_spread_ms after a shift start.
+local function least_loaded(g, ramp, exclude)
+  local key, from, n = K.ticket_agents(g), 0, 2
+  while true do
+    local ms = call("ZRANGE", key, from, from + n - 1)
+    local ids = {}
+    for i = 1, #ms do ids[i] = ssub(ms[i], 16) end
+    local taken = (ramp and #ids > 0) and call("HMGET", K.ticket_ramp(g), unpack(ids)) or {}
+    for i, aid in ipairs(ids) do
+      if aid ~= exclude and (not ramp or (tonumber(taken[i]) or 0) < ramp.share) then
+        return aid
+      end
     end
+    if #ms < n then return nil end
+    from, n = from + n, SCAN
   end
-  return list
 end
 
-local function better(a, b)
-  if a.load ~= b.load then return a.load < b.load end
-  if a.last ~= b.last then return a.last < b.last end
-  return a.id < b.id
-end
-
--- Who of `cands` takes ticket t: the order's owner, else the latest earlier handler of
--- the order, else the least loaded (fewest open tickets, then longest since its last
--- ticket, then id). `exclude` (an agent id) is never chosen. Returns index, via.
-local function pick(t, cands, exclude)
-  local at = {}
-  for i, c in ipairs(cands) do
-    if c.id ~= exclude then at[c.id] = i end
-  end
+-- Who of group g's eligible members takes ticket t: the order's owner, else the latest
+-- earlier handler of the order (of its latest 100), else `least` (least_loaded's pick).
+-- `exclude` (an agent id) is never chosen. Returns the agent and via.
+local function pick(t, g, ramp, exclude, least)
   if t.o and t.o ~= "" then
     local owner = call("HGET", K.order(t.o), "owner")
-    if owner and at[owner] then return at[owner], "owner" end
+    if owner and owner ~= exclude and eligible(g, owner, ramp) then return owner, "owner" end
     for _, aid in ipairs(call("ZREVRANGE", K.order_handlers(t.o), 0, 99)) do
-      if at[aid] then return at[aid], "order_history" end
+      if aid ~= exclude and eligible(g, aid, ramp) then return aid, "order_history" end
     end
   end
-  local best
-  for i, c in ipairs(cands) do
-    if c.id ~= exclude and (not best or better(c, cands[best])) then best = i end
-  end
-  return best, "balanced"
+  return least, "balanced"
 end
 
 -- ------------------------------------------------------------------ transitions
@@ -172,7 +190,10 @@ function L.ticket_assign(t, aid, via, reason, now, ev, previous)
   if call("ZADD", K.agent_handled(aid), sfmt("%d", now), t.id) == 1 then
     call("ZREMRANGEBYRANK", K.agent_handled(aid), 0, -HANDLED_MAX - 1)
   end
+  local last = tonumber(call("HGET", K.agent(aid), "tka")) or 0
   call("HSET", K.agent(aid), "tka", sfmt("%d", now))
+  L.ticket_agent(aid, last) -- one more open ticket, a new last assignment
+  if previous then L.ticket_agent(previous) end -- one fewer
   if t.o ~= "" then call("ZADD", K.order_handlers(t.o), sfmt("%d", now), aid) end
   local ra = L.group(t.g).treassign or 0
   if ra > 0 then
@@ -187,11 +208,12 @@ end
 -- Give ticket t, untouched by its handler, to another eligible member of its group (same
 -- preference order, never the same handler). Nothing happens when there is none.
 function L.ticket_reassign(t, now, ev)
-  local cands = candidates(t.g, nil)
-  local i, via = pick(t, cands, t.ag)
-  if not i then return end
+  L.ticket_agents_ready(t.g)
+  local least = least_loaded(t.g, nil, t.ag)
+  if not least then return end
+  local aid, via = pick(t, t.g, nil, t.ag, least)
   local previous = t.ag
-  L.ticket_assign(t, cands[i].id, via, "untouched", now, ev, previous)
+  L.ticket_assign(t, aid, via, "untouched", now, ev, previous)
   L.wake_tickets(previous, now)
 end
 
@@ -202,20 +224,18 @@ function L.ticket_dispatch(g, now, ev, reason, own)
   local qkey = K.ticket_queue(g)
   if call("ZCARD", qkey) == 0 or not L.in_hours(g, now) then return end
   local ramp = ramp_of(g, now)
-  local cands = candidates(g, ramp)
+  L.ticket_agents_ready(g)
   local n = 0
-  while #cands > 0 and n < DISPATCH_MAX do
+  while n < DISPATCH_MAX do
     local head = call("ZRANGE", qkey, 0, 0)[1]
     if not head then break end
+    local least = least_loaded(g, ramp, nil)
+    if not least then break end
     local t = L.ticket(head)
-    local i, via = pick(t, cands, nil)
-    local c = cands[i]
-    L.ticket_assign(t, c.id, via, (own == nil or head == own) and reason or "queue", now, ev)
-    c.load, c.last, n = c.load + 1, now, n + 1
-    if ramp then
-      c.taken = call("HINCRBY", K.ticket_ramp(g), c.id, 1)
-    end
-    if c.load >= c.lim or (ramp and c.taken >= ramp.share) then table.remove(cands, i) end
+    local aid, via = pick(t, g, ramp, nil, least)
+    L.ticket_assign(t, aid, via, (own == nil or head == own) and reason or "queue", now, ev)
+    n = n + 1
+    if ramp then call("HINCRBY", K.ticket_ramp(g), aid, 1) end
   end
   if call("ZCARD", qkey) > 0 then
     -- the group has one wake-up: a poll must not push back the end of a release's cap
@@ -267,6 +287,11 @@ function L.ticket_check_group(g, now, ev)
       L.ticket_wake(g, now + spread) -- the cap is lifted then
     end
   end
+  -- the look is also the safety net for changes made behind the scripts' back (an
+  -- operator's repair of an agent's ticket limit): when nobody is eligible by the group's
+  -- ticket-eligible set, the set is built anew from its members (O(members), once per
+  -- look: the minute's poll of a group with waiting tickets, or a wake-up)
+  if call("ZCARD", K.ticket_agents(g)) == 0 then L.ticket_agents_ready(g, true) end
   L.ticket_dispatch(g, now, ev, #held > 0 and "shift_start" or "queue")
   for _, id in ipairs(held) do
     local pos = call("ZRANK", qkey, id)
@@ -326,6 +351,7 @@ function L.ticket_leave(t, now, closing)
   call("ZREM", K.ticket_due(), "ra:" .. t.id)
   if t.ag ~= "" then
     call("ZREM", K.agent_tickets(t.ag), t.id)
+    L.ticket_agent(t.ag) -- one fewer open ticket
     L.wake_tickets(t.ag, now) -- its freed slot takes waiting tickets of its groups
   end
 end
