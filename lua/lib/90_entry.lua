@@ -30,7 +30,17 @@ end
                    {op="reject", _e, _id?, error="<code> <message>"}]}
 ]]
 local OUT_NAMES = {released = "closed", abandoned = "closed"}
+-- The timed transitions a tick runs, each with the due zset it reads (nil: always run;
+-- the ticket tick also purges closed tickets, one call when there are none).
 local TICK_OPS = {"escalate_overflow", "expire_preferences", "fire_timers", "ticket_tick"}
+local TICK_DUE = {escalate_overflow = "due_overflow", expire_preferences = "due_preference",
+                  fire_timers = "due_timers"}
+
+-- Whether anything in the due zset K[name]() is due at `now` (one O(1) look at its head).
+local function anything_due(name, now)
+  local head = call("ZRANGE", K[name](), 0, 0, "WITHSCORES")
+  return head[2] ~= nil and tonumber(head[2]) <= now
+end
 
 -- Keep a session's history: its events in their outbound form, oldest first. The list
 -- is capped (the newest HISTORY_MAX are kept) and expires with the closed session. (Not
@@ -296,9 +306,11 @@ function L.gateway(now_arg, packed)
   flush(g)
   if g.tick then
     for _, op in ipairs(TICK_OPS) do
-      local sessions = {}
-      for _, e in ipairs(L.op(OPS[op], now, {limit = g.tick})) do
-        emit(g, e, now, nil, sessions)
+      if not TICK_DUE[op] or anything_due(TICK_DUE[op], now) then
+        local sessions = {}
+        for _, e in ipairs(L.op(OPS[op], now, {limit = g.tick})) do
+          emit(g, e, now, nil, sessions)
+        end
       end
     end
   end
