@@ -18,13 +18,12 @@ OPS.agent_message = function(now, a)
   local ev = {}
   if s.ph == "waiting_agent" or s.ph == "waiting_customer" then
     local from = s.ph
-    L.on_waiting_customer(s, now)
+    local first = from == "waiting_agent" and (not s.fr or s.fr == "")
+    -- the first response time is written with the phase (one HSET)
+    L.on_waiting_customer(s, now, first and "fr" or nil, first and sfmt("%d", now) or nil)
     if from == "waiting_agent" then
       local e = L.state_changed(s, from, ev)
-      if not s.fr or s.fr == "" then
-        call("HSET", K.session(s.id), "fr", sfmt("%d", now))
-        e.first_response_ms = now - tonumber(s.asg)
-      end
+      if first then e.first_response_ms = now - tonumber(s.asg) end
     end
   end
   return ev

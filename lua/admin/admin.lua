@@ -99,7 +99,7 @@ local function publish(events, now, maxlen)
     local copy = {}
     for k, v in pairs(e) do copy[k] = v end
     call("XADD", K.outbound(), "MAXLEN", "~", maxlen, "*", "json",
-      L.outbound(copy, now, nil, sessions))
+      (L.outbound(copy, now, nil, sessions))) -- (): its JSON only, not the session info
   end
 end
 

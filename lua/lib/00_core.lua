@@ -25,6 +25,7 @@ local call, sfmt, ssub, sbyte
 local GROUPS -- group config cache; lives for one call (a whole batch)
 local AGENTS -- agent cache; one table per agent per command, so every path sees one truth
 local COUNTS -- agent counter changes of the command (L.op): key -> field -> amount
+local TENANT -- tenant settings read once per call (L.retention)
 
 -- ------------------------------------------------------------------------ entry
 
@@ -34,7 +35,15 @@ function L.enter(root)
   if type(root) ~= "string" or #root <= ROOT_SUFFIX then L.fail("E_BAD_ARG", "root key") end
   call, sfmt, ssub, sbyte = redis.call, string.format, string.sub, string.byte
   P = ssub(root, 1, -ROOT_SUFFIX - 1)
-  GROUPS, AGENTS, COUNTS, L.now = {}, {}, {}, nil
+  GROUPS, AGENTS, COUNTS, TENANT, L.now = {}, {}, {}, {}, nil
+end
+
+-- How long a closed session (its hash, sets and history) is kept; read once per call.
+function L.retention()
+  if not TENANT.retention then
+    TENANT.retention = tonumber(call("HGET", K.tenant(), "retention_ms")) or 86400000
+  end
+  return TENANT.retention
 end
 
 local function flush_counts()

@@ -32,11 +32,17 @@ local function maybe_timer(kind, sid, from, ms, now)
   if ms and ms > 0 then L.timer(kind, sid, math.max(from + ms, now)) end
 end
 
--- `written`: the caller wrote ph and pa with its own HSET of the session (one call).
-function L.set_phase(s, ph, now, written)
+-- `written`: the caller wrote ph and pa with its own HSET of the session (one call);
+-- field `f` = `v`, when given, is written with them.
+function L.set_phase(s, ph, now, written, f, v)
   local previous = s.ph
   s.ph, s.pa = ph, now
-  if not written then call("HSET", K.session(s.id), "ph", ph, "pa", sfmt("%d", now)) end
+  if written then return previous end
+  if f then
+    call("HSET", K.session(s.id), "ph", ph, "pa", sfmt("%d", now), f, v)
+  else
+    call("HSET", K.session(s.id), "ph", ph, "pa", sfmt("%d", now))
+  end
   return previous
 end
 
@@ -65,8 +71,9 @@ function L.on_waiting_agent(s, now, written)
   maybe_timer("ra", s.id, now, gc.reassign, now)
 end
 
-function L.on_waiting_customer(s, now)
-  L.set_phase(s, "waiting_customer", now)
+-- (`f`, `v`: one more session field written with the phase, see L.set_phase)
+function L.on_waiting_customer(s, now, f, v)
+  L.set_phase(s, "waiting_customer", now, false, f, v)
   local gc = L.group(s.g)
   L.cancel_timers(s.id, {"sla", "ra", "sr", "sp", "sc", "cc"})
   maybe_timer("sr", s.id, now, gc.sremind, now)
@@ -77,20 +84,17 @@ end
 -- ------------------------------------------------------------------- closing sessions
 
 -- Close a session (state "closed" or "system_closed") and keep it for retention_ms.
--- How long a closed session (its hash, sets and history) is kept.
-function L.retention()
-  return tonumber(call("HGET", K.tenant(), "retention_ms")) or 86400000
-end
-
+-- Its history list gets the same expiry when its `closed` event is recorded
+-- (lua/lib/90_entry.lua).
 function L.close_session(s, now, reason, state)
   local ttl = L.retention()
   s.st = "closed"
-  L.set_phase(s, state or "closed", now)
-  call("HSET", K.session(s.id), "st", "closed", "q", "", "rs", reason, "cl", sfmt("%d", now))
+  L.set_phase(s, state or "closed", now, true)
+  call("HSET", K.session(s.id), "st", "closed", "q", "", "rs", reason, "cl", sfmt("%d", now),
+    "ph", s.ph, "pa", sfmt("%d", now))
   call("HINCRBY", K.group_open(), s.g, -1)
   L.cancel_timers(s.id)
   call("PEXPIRE", K.session(s.id), ttl)
-  call("PEXPIRE", K.history(s.id), ttl)
   -- the sets exist only when the session says so (no call for a key that is not there)
   if s.bl == "1" then call("PEXPIRE", K.blocked(s.id), ttl) end
   if s.x == "1" then call("PEXPIRE", K.experts(s.id), ttl) end

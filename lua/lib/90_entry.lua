@@ -71,7 +71,7 @@ local function outbound(e, now, cmd_id, sessions)
   if sid then
     local info = sessions[sid]
     if not info then
-      info = call("HMGET", K.session(sid), "gw", "ph", "rs")
+      info = call("HMGET", K.session(sid), "gw", "ph", "rs", "g")
       sessions[sid] = info
     end
     if info[1] and info[1] ~= "" then e.gateway = info[1] end
@@ -89,7 +89,7 @@ local function outbound(e, now, cmd_id, sessions)
   end
   if sid then record(sid, json, e.type == "closed") end
   if e.ticket then record_ticket(e, json) end
-  return json
+  return json, sid and sessions[sid] or nil
 end
 
 -- Commands applied outside the gateway (L.run, L.batch) leave the same history; their
@@ -123,7 +123,8 @@ end
   assigned, "tkf <from group> <to group>" forwarded, "tkl <group>" forwarding loops,
   "tko <group> <kind>" overdue.
   Extra Redis work, once per session each: HSETNX of the session's first-answer mark
-  "ans" per assignment, HEXISTS per abandonment, HGET of its group per first response.
+  "ans" per assignment, HEXISTS per abandonment (a first response's group comes with
+  the fields outbound reads anyway).
 ]]
 local function bump(st, key) st.n[key] = (st.n[key] or 0) + 1 end
 
@@ -152,10 +153,10 @@ local STAT = {
     end
   end,
   released = function(st, e) bump(st, "cl " .. tostring(e.reason)) end,
-  state_changed = function(st, e)
+  state_changed = function(st, e, info) -- info: the session's gw, ph, rs, g (outbound)
     if e.first_response_ms then
       local n = #st.fr
-      st.fr[n + 1] = call("HGET", K.session(e.session), "g") or ""
+      st.fr[n + 1] = info and info[4] or ""
       st.fr[n + 2] = e.first_response_ms
     end
   end,
@@ -198,12 +199,12 @@ end
 
 local function emit(g, e, now, cmd_id, sessions)
   local kind = e.event
-  local json = outbound(e, now, cmd_id, sessions)
+  local json, info = outbound(e, now, cmd_id, sessions)
   call("XADD", K.outbound(), "MAXLEN", "~", g.out_maxlen, "*", "json", json)
   g.events = g.events + 1
   g.types[e.type] = (g.types[e.type] or 0) + 1
   local stat = STAT[kind]
-  if stat then stat(g.st, e) end
+  if stat then stat(g.st, e, info) end
 end
 
 local function refuse(g, c, text, now)
