@@ -76,9 +76,9 @@ OPS.arrive = function(now, a)
     m = L.member(now, seq, #bl > 0, sid), bl = #bl > 0 and "1" or "0", blk = {},
     fresh = true, -- no timer of its own yet: nothing to cancel
   }
-  call("HSET", K.session(sid), "st", "queued", "g", g, "p", prio, "at", sfmt("%d", now),
-    "sq", seq, "tr", 0, "q", "", "bl", s.bl, "c", customer or "",
-    "gw", gateway or "")
+  -- written with the first state it gets (assigned, parked or queued): one HSET
+  s.pending = {"st", "queued", "g", g, "p", prio, "at", sfmt("%d", now), "sq", seq, "tr", 0,
+    "q", "", "bl", s.bl, "c", customer or "", "gw", gateway or ""}
   call("HINCRBY", K.group_open(), g, 1)
   if #bl > 0 then
     call("SADD", K.blocked(sid), unpack(bl))

@@ -109,6 +109,23 @@ end
 
 -- -------------------------------------------------------------------- state changes
 
+-- HSET of the session's hash with fields `...`, and the fields an arrival left to write
+-- (s.pending: a new session is written in one call, by whichever of assign, route or park
+-- comes first; later fields of the same name win).
+local function write_session(s, ...)
+  local p = s.pending
+  if p then
+    s.pending = nil
+    local args = {"HSET", K.session(s.id)}
+    for i = 1, #p do args[#args + 1] = p[i] end
+    local more = {...}
+    for i = 1, #more do args[#args + 1] = more[i] end
+    call(unpack(args))
+  else
+    call("HSET", K.session(s.id), ...)
+  end
+end
+
 -- Take the session out of whatever queue it waits in (group queue + overflow sets, or an
 -- agent's parked set) and drop its timers.
 function L.unqueue(s)
@@ -126,7 +143,7 @@ end
 function L.assign(s, ag, via, tier, now, ev)
   L.unqueue(s)
   s.st, s.ag = "assigned", ag.id
-  call("HSET", K.session(s.id), "st", "assigned", "ag", ag.id, "q", "", "pf", "",
+  write_session(s, "st", "assigned", "ag", ag.id, "q", "", "pf", "",
     "tr", s.tr, "asg", sfmt("%d", now), "ph", "waiting_agent", "pa", sfmt("%d", now))
   call("SADD", K.agent_sessions(ag.id), s.id)
   ag.load, ag.last = ag.load + 1, now
@@ -190,10 +207,10 @@ function L.route(s, now, reason, ev)
   -- a session being routed has no due step (unqueue dropped it): only add the next one
   if gc.tiers[s.tr + 1] then L.schedule_overflow(s, gc.tiers) end
   if s.ph == "queued" then
-    call("HSET", K.session(s.id), "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
+    write_session(s, "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
       "va", sfmt("%d", s.va), "ag", "", "pf", "")
   else -- entering the queue phase: written here, with the rest
-    call("HSET", K.session(s.id), "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
+    write_session(s, "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
       "va", sfmt("%d", s.va), "ag", "", "pf", "", "ph", "queued", "pa", sfmt("%d", now))
   end
   L.on_queued(s, now, true)
@@ -205,7 +222,7 @@ function L.park(s, ag, kind, due, reason, ev)
   s.va, s.q, s.pf, s.st, s.tr = s.at - s.p * L.group(s.g).u, "a", ag.id, "queued", 0
   call("ZADD", K.parked(ag.id), s.va, s.m)
   call("ZADD", K.due_preference(), sfmt("%d", due), s.id)
-  call("HSET", K.session(s.id), "st", "queued", "q", "a", "pf", ag.id, "pk", kind,
+  write_session(s, "st", "queued", "q", "a", "pf", ag.id, "pk", kind,
     "va", sfmt("%d", s.va), "tr", 0, "ag", "")
   L.on_queued(s, L.now)
   ev[#ev + 1] = queued_event(s, reason, K.parked(ag.id), ag.id)
