@@ -180,11 +180,12 @@ def wall_clock_ms() -> int:
 
 
 class _Tenant:
-    __slots__ = ("backlog", "held", "last_call", "last_claim", "last_tick", "name", "renew_at",
-                 "renewed_at", "skipped")
+    __slots__ = ("backlog", "held", "inbound", "last_call", "last_claim", "last_tick", "name",
+                 "renew_at", "renewed_at", "root", "skipped")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.root, self.inbound = keys.root(name), keys.key("inbound", name)
         self.held = False
         self.renew_at = 0.0  # monotonic seconds
         self.renewed_at = 0.0
@@ -318,7 +319,7 @@ class GatewayConsumer:
                 if t.held and not t.backlog and t.renewed_at >= fresh]
         if not held:
             return False
-        streams: dict[Any, Any] = {keys.key("inbound", t.name): ">" for t in held}
+        streams: dict[Any, Any] = {t.inbound: ">" for t in held}
         pipe.xreadgroup(GROUP, self.name, streams, count=self.opts.batch_size,
                         block=self.opts.block_ms)
         return True
@@ -338,7 +339,7 @@ class GatewayConsumer:
         """Take the pending entries of the group (read by anyone, never acknowledged) that
         have been idle ``min_idle_ms``; they are applied before anything newer."""
         tenant.last_claim = time.monotonic()
-        stream, start = keys.key("inbound", tenant.name), "0-0"
+        stream, start = tenant.inbound, "0-0"
         claimed: list[tuple[bytes, dict[bytes, bytes]]] = []
         while True:
             reply = await self.redis.xautoclaim(
@@ -374,7 +375,7 @@ class GatewayConsumer:
         except (OverflowError, TypeError, ValueError):
             args["cmds"] = [_packable(c) for c in cmds]  # rare: find the culprit(s)
             packed = _pack.encode(args)
-        pipe.fcall(scripts.GATEWAY, 1, keys.root(t.name), self.clock(), packed)
+        pipe.fcall(scripts.GATEWAY, 1, t.root, self.clock(), packed)
 
     async def _apply(self, reads: dict[str, list[tuple[bytes, dict[bytes, bytes]]]], *,
                      read: bool = True) -> None:

@@ -39,6 +39,19 @@ from dispatchd.messages import (
     Transferred,
 )
 
+#: Metric children by (metric, label values): ``labels()`` validates its arguments and
+#: takes a lock on every call, a cost paid per batch on the consumer's hot path.
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once (label values come from closed sets)."""
+    key = (id(metric), values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child
+
 OUTCOMES = ("applied", "duplicate", "refused")
 WITHIN = ("over_threshold", "within_threshold")  # indexed by the script's 0/1
 ALERT_KINDS = ("queue_wait", "reply_sla", "customer_silence")
@@ -115,7 +128,7 @@ def record_batch(
         metrics.COMMAND_LATENCY.observe_many((tenant,), (
             max(done_s - int(eid.partition(b"-")[0]) / 1000, 0.0) for eid in entry_ids))
     for kind, n in types.items():
-        metrics.EVENTS.labels(tenant, kind).inc(n)
+        _child(metrics.EVENTS, tenant, kind).inc(n)
     if stats is None:
         return
     for key, n in stats.n.items():
@@ -130,24 +143,24 @@ def _count(tenant: str, key: str, n: int) -> None:
         _count_tickets(tenant, what, rest.split(" "), n)
     elif what == "cmd":
         outcome, _, op = rest.partition(" ")
-        metrics.COMMANDS.labels(tenant, _kind(op), outcome).inc(n)
+        _child(metrics.COMMANDS, tenant, _kind(op), outcome).inc(n)
     elif what == "asg":
         group, tier, via = rest.split(" ")
-        metrics.ASSIGNMENTS.labels(tenant, group, tier, via).inc(n)
+        _child(metrics.ASSIGNMENTS, tenant, group, tier, via).inc(n)
     elif what == "al":
         kind, group = rest.split(" ")
-        metrics.ALERTS.labels(tenant, group, kind).inc(n)
+        _child(metrics.ALERTS, tenant, group, kind).inc(n)
     elif what == "tr":
         kind, group = rest.split(" ")
-        metrics.TRANSFERS.labels(tenant, group, kind).inc(n)
+        _child(metrics.TRANSFERS, tenant, group, kind).inc(n)
     elif what == "cl":
-        metrics.CLOSED.labels(tenant, _reason(rest)).inc(n)
+        _child(metrics.CLOSED, tenant, _reason(rest)).inc(n)
     elif what == "err":
-        metrics.DEAD_LETTERS.labels(tenant, _code(rest)).inc(n)
+        _child(metrics.DEAD_LETTERS, tenant, _code(rest)).inc(n)
     elif what == "pc":
-        metrics.PRECLOSED.labels(tenant).inc(n)
+        _child(metrics.PRECLOSED, tenant).inc(n)
     elif what == "rea":
-        metrics.REACTIVATED.labels(tenant, rest).inc(n)
+        _child(metrics.REACTIVATED, tenant, rest).inc(n)
 
 
 def _record_waits(tenant: str, stats: BatchStats) -> None:
@@ -158,9 +171,9 @@ def _record_waits(tenant: str, stats: BatchStats) -> None:
         answered[group, within] = answered.get((group, within), 0) + 1
         metrics.QUEUE_WAIT.observe((tenant, group), wait_ms / 1000)
     for (group, within), n in answered.items():
-        metrics.ANSWERED.labels(tenant, group, WITHIN[within]).inc(n)
+        _child(metrics.ANSWERED, tenant, group, WITHIN[within]).inc(n)
     for i in range(0, len(ab) - 2, 3):
-        metrics.ABANDONED.labels(tenant, ab[i], WITHIN[ab[i + 2]]).inc()
+        _child(metrics.ABANDONED, tenant, ab[i], WITHIN[ab[i + 2]]).inc()
     for i in range(0, len(fr) - 1, 2):
         if fr[i]:
             metrics.FIRST_RESPONSE.observe((tenant, fr[i]), fr[i + 1] / 1000)
@@ -168,24 +181,24 @@ def _record_waits(tenant: str, stats: BatchStats) -> None:
 
 def _count_tickets(tenant: str, what: str, labels: list[str], n: int) -> None:
     if what == "tkc":
-        metrics.TICKETS_CREATED.labels(tenant, *labels).inc(n)
+        _child(metrics.TICKETS_CREATED, tenant, *labels).inc(n)
     elif what == "tka":
         group, via, reason = labels
         _ticket_assigned(tenant, group, via, reason, n)
     elif what == "tkf":
-        metrics.TICKETS_FORWARDED.labels(tenant, *labels).inc(n)
+        _child(metrics.TICKETS_FORWARDED, tenant, *labels).inc(n)
     elif what == "tkl":
-        metrics.TICKET_LOOPS.labels(tenant, *labels).inc(n)
+        _child(metrics.TICKET_LOOPS, tenant, *labels).inc(n)
     elif what == "tko":
         group, kind = labels
-        metrics.TICKETS_OVERDUE.labels(tenant, group, _fold(kind, OVERDUE_KINDS)).inc(n)
+        _child(metrics.TICKETS_OVERDUE, tenant, group, _fold(kind, OVERDUE_KINDS)).inc(n)
 
 
 def _ticket_assigned(tenant: str, group: str, via: str, reason: str, n: int = 1) -> None:
-    metrics.TICKETS_ASSIGNED.labels(
+    _child(metrics.TICKETS_ASSIGNED,
         tenant, group, _fold(via, TICKET_VIAS), _fold(reason, TICKET_REASONS)).inc(n)
     if reason == "untouched":
-        metrics.TICKETS_REASSIGNED.labels(tenant, group).inc(n)
+        _child(metrics.TICKETS_REASSIGNED, tenant, group).inc(n)
 
 
 def _record_ticket_times(tenant: str, stats: BatchStats) -> None:
@@ -202,7 +215,7 @@ def record_call(seconds: float) -> None:
 
 def record_lease(tenant: str, held: bool) -> None:
     """Whether this replica holds ``tenant`` after its latest call."""
-    metrics.TENANT_HELD.labels(tenant).set(1 if held else 0)
+    _child(metrics.TENANT_HELD, tenant).set(1 if held else 0)
 
 
 _last_step = [0.0]
@@ -236,37 +249,37 @@ def observe_events(tenant: str, events: Iterable[object]) -> None:
         tag = str(kind.tag) if kind is not None else type(e).__name__
         match e:
             case Assigned():
-                metrics.ASSIGNMENTS.labels(tenant, e.group, str(e.tier), e.via).inc()
+                _child(metrics.ASSIGNMENTS, tenant, e.group, str(e.tier), e.via).inc()
             case Released():
-                metrics.CLOSED.labels(tenant, _reason(e.reason)).inc()
+                _child(metrics.CLOSED, tenant, _reason(e.reason)).inc()
             case Abandoned():
-                metrics.CLOSED.labels(tenant, "closed").inc()
+                _child(metrics.CLOSED, tenant, "closed").inc()
             case Transferred():
-                metrics.TRANSFERS.labels(tenant, e.from_group, e.reason or "request").inc()
+                _child(metrics.TRANSFERS, tenant, e.from_group, e.reason or "request").inc()
             case Alert():
-                metrics.ALERTS.labels(tenant, e.group, e.kind).inc()
+                _child(metrics.ALERTS, tenant, e.group, e.kind).inc()
             case Preclosed():
-                metrics.PRECLOSED.labels(tenant).inc()
+                _child(metrics.PRECLOSED, tenant).inc()
             case Reactivated():
                 outcome = "over_capacity" if e.over_capacity else "within_capacity"
-                metrics.REACTIVATED.labels(tenant, outcome).inc()
+                _child(metrics.REACTIVATED, tenant, outcome).inc()
             case _:
                 _observe_ticket(tenant, e)
-        metrics.EVENTS.labels(tenant, "closed" if tag in ("released", "abandoned") else tag).inc()
+        _child(metrics.EVENTS, tenant, "closed" if tag in ("released", "abandoned") else tag).inc()
 
 
 def _observe_ticket(tenant: str, e: object) -> None:
     match e:
         case TicketCreated():
-            metrics.TICKETS_CREATED.labels(tenant, e.group, e.type).inc()
+            _child(metrics.TICKETS_CREATED, tenant, e.group, e.type).inc()
         case TicketAssigned():
             _ticket_assigned(tenant, e.group, e.via, e.reason)
         case TicketForwarded():
-            metrics.TICKETS_FORWARDED.labels(tenant, e.from_group, e.to_group).inc()
+            _child(metrics.TICKETS_FORWARDED, tenant, e.from_group, e.to_group).inc()
         case TicketLoop():
-            metrics.TICKET_LOOPS.labels(tenant, e.group).inc()
+            _child(metrics.TICKET_LOOPS, tenant, e.group).inc()
         case TicketOverdue():
-            metrics.TICKETS_OVERDUE.labels(tenant, e.group, _fold(e.kind, OVERDUE_KINDS)).inc()
+            _child(metrics.TICKETS_OVERDUE, tenant, e.group, _fold(e.kind, OVERDUE_KINDS)).inc()
         case TicketResponded(first_response_ms=int(ms)):
             metrics.TICKET_FIRST_RESPONSE.observe((tenant, e.group), ms / 1000)
         case TicketClosed():
@@ -280,30 +293,30 @@ def init_tenant(tenant: str) -> None:
     """Create the tenant's alerting counters at 0, so ``increase()`` sees their first
     increment."""
     for code in sorted(_CODES):
-        metrics.DEAD_LETTERS.labels(tenant, code)
+        _child(metrics.DEAD_LETTERS, tenant, code)
     for kind in sorted(protocol.COMMAND_TYPES):
         for outcome in OUTCOMES:
-            metrics.COMMANDS.labels(tenant, kind, outcome)
-    metrics.PRECLOSED.labels(tenant)
+            _child(metrics.COMMANDS, tenant, kind, outcome)
+    _child(metrics.PRECLOSED, tenant)
     for outcome in ("within_capacity", "over_capacity"):
-        metrics.REACTIVATED.labels(tenant, outcome)
-    metrics.COMMAND_LATENCY.labels(tenant)
+        _child(metrics.REACTIVATED, tenant, outcome)
+    _child(metrics.COMMAND_LATENCY, tenant)
 
 
 def init_group(tenant: str, group: str) -> None:
     """Create the group's service-level, alert and ticket counters at 0."""
     for outcome in WITHIN:
-        metrics.ANSWERED.labels(tenant, group, outcome)
-        metrics.ABANDONED.labels(tenant, group, outcome)
+        _child(metrics.ANSWERED, tenant, group, outcome)
+        _child(metrics.ABANDONED, tenant, group, outcome)
     for kind in ALERT_KINDS:
-        metrics.ALERTS.labels(tenant, group, kind)
+        _child(metrics.ALERTS, tenant, group, kind)
     for kind in TRANSFER_KINDS:
-        metrics.TRANSFERS.labels(tenant, group, kind)
-    metrics.QUEUE_WAIT.labels(tenant, group)
-    metrics.FIRST_RESPONSE.labels(tenant, group)
-    metrics.TICKETS_REASSIGNED.labels(tenant, group)
-    metrics.TICKET_LOOPS.labels(tenant, group)
+        _child(metrics.TRANSFERS, tenant, group, kind)
+    _child(metrics.QUEUE_WAIT, tenant, group)
+    _child(metrics.FIRST_RESPONSE, tenant, group)
+    _child(metrics.TICKETS_REASSIGNED, tenant, group)
+    _child(metrics.TICKET_LOOPS, tenant, group)
     for kind in OVERDUE_KINDS:
-        metrics.TICKETS_OVERDUE.labels(tenant, group, kind)
-    metrics.TICKET_RESOLUTION.labels(tenant, group)
-    metrics.TICKET_FIRST_RESPONSE.labels(tenant, group)
+        _child(metrics.TICKETS_OVERDUE, tenant, group, kind)
+    _child(metrics.TICKET_RESOLUTION, tenant, group)
+    _child(metrics.TICKET_FIRST_RESPONSE, tenant, group)
