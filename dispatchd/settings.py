@@ -98,8 +98,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """How long one read of the inbound streams waits for new commands."""
 
     tick_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 100
-    """How often due timers (overflow steps, preference fallbacks, lifecycle timers) are
-    fired, at most."""
+    """How late a due timer (overflow step, preference fallback, lifecycle or ticket
+    timer) fires, at most: an idle tenant is ticked this often, and every call that
+    applies commands fires what is due as well."""
 
     lease_ms: Annotated[int, msgspec.Meta(ge=100, le=600000)] = 5000
     """How long a replica's hold on a tenant lasts without renewal; another replica takes
