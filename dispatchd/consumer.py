@@ -8,7 +8,8 @@ is one pipelined round trip:
 
 1. one ``dispatchd_gateway`` call (``FCALL``) per tenant that has entries in hand (read
    by the previous round trip), a timer tick due, a lease to renew, or a lease to try to
-   take; a call that applies commands also fires what is due;
+   take; a call fires what is due every ``tick_ms``, and what its commands made due at
+   once;
 2. then one ``XREADGROUP`` for every tenant this replica holds (up to ``batch_size``
    each, blocking ``block_ms`` at most: under load it returns at once). Redis runs a
    connection's commands in order, so the calls apply what was read before and the read
@@ -388,10 +389,9 @@ class GatewayConsumer:
             # tenant while it has some
             entries = t.backlog + reads.get(t.name, [])
             t.backlog = []
-            # a call that applies commands also fires what is due (what those commands
-            # made due now among it: a woken ticket queue, a timer): the same atomic call,
-            # and a tick with nothing due costs a few O(log n) reads
-            tick = bool(entries) or now - t.last_tick >= self.opts.tick_ms or now < t.last_tick
+            # every tick_ms (what the commands of a call make due at once fires in that
+            # call: the function sees it, see lua/lib/90_entry.lua)
+            tick = now - t.last_tick >= self.opts.tick_ms or now < t.last_tick
             # a tenant another replica holds is asked for again only when its renewal is
             # due (every lease_ms/3), not at every tick: a standby replica would otherwise
             # call the script for every tenant it does not hold at every loop

@@ -99,8 +99,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     tick_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 100
     """How late a due timer (overflow step, preference fallback, lifecycle or ticket
-    timer) fires, at most: an idle tenant is ticked this often, and every call that
-    applies commands fires what is due as well."""
+    timer) fires, at most: every tenant is ticked this often, and what a command makes
+    due at once fires in the same call."""
 
     lease_ms: Annotated[int, msgspec.Meta(ge=100, le=600000)] = 5000
     """How long a replica's hold on a tenant lasts without renewal; another replica takes

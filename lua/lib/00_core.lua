@@ -36,6 +36,13 @@ function L.enter(root)
   call, sfmt, ssub, sbyte = redis.call, string.format, string.sub, string.byte
   P = ssub(root, 1, -ROOT_SUFFIX - 1)
   GROUPS, AGENTS, COUNTS, TENANT, L.now = {}, {}, {}, {}, nil
+  L.due_now = false
+end
+
+-- Something was scheduled for `due`: if that is now or earlier, the gateway call fires
+-- the timed transitions after its commands (L.due_now), not a tick later.
+function L.scheduled(due)
+  if L.now and due <= L.now then L.due_now = true end
 end
 
 -- How long a closed session (its hash, sets and history) is kept; read once per call.

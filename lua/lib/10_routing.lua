@@ -177,6 +177,7 @@ function L.schedule_overflow(s, tiers)
   local nxt = tiers[s.tr + 1]
   if nxt then
     call("ZADD", K.due_overflow(), sfmt("%d", s.at + nxt.after_ms), s.id)
+    L.scheduled(s.at + nxt.after_ms)
   else
     call("ZREM", K.due_overflow(), s.id)
   end
@@ -222,6 +223,7 @@ function L.park(s, ag, kind, due, reason, ev)
   s.va, s.q, s.pf, s.st, s.tr = s.at - s.p * L.group(s.g).u, "a", ag.id, "queued", 0
   call("ZADD", K.parked(ag.id), s.va, s.m)
   call("ZADD", K.due_preference(), sfmt("%d", due), s.id)
+  L.scheduled(due)
   write_session(s, "st", "queued", "q", "a", "pf", ag.id, "pk", kind,
     "va", sfmt("%d", s.va), "tr", 0, "ag", "")
   L.on_queued(s, L.now)

@@ -18,6 +18,7 @@ local TIMERS = {"qw", "qt", "pu", "sla", "ra", "sr", "sp", "sc", "cc"}
 
 function L.timer(kind, sid, due)
   call("ZADD", K.due_timers(), sfmt("%d", due), kind .. ":" .. sid)
+  L.scheduled(due)
 end
 
 -- Drop the given timer kinds of a session (all kinds when none are named).

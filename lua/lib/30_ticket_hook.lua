@@ -22,6 +22,7 @@ local TICKET_LIMIT = 20 -- an agent's ticket limit when it has none (configure_a
 -- Look at group g's waiting tickets no later than `due` (the next ticket tick after it).
 function L.ticket_wake(g, due)
   call("ZADD", K.ticket_due(), "LT", sfmt("%d", due), "gq:" .. g)
+  L.scheduled(due)
 end
 
 -- An agent that may take waiting tickets now (it came on shift, got a higher limit or a

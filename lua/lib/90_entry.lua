@@ -21,8 +21,9 @@ end
     stream entry acknowledged and deleted from {t}:in;
   - a refused command (op "reject" from the daemon, or a script error) gets an `error`
     event and a copy of its entry in {t}:dead;
-  - with `tick`, due overflow steps, preference fallbacks, lifecycle timers and ticket
-    timers fire last; a tick with no command is skipped while {t}:in holds entries
+  - with `tick`, or when the commands scheduled something due now (a woken ticket
+    queue, a timer), due overflow steps, preference fallbacks, lifecycle timers and
+    ticket timers fire last; a tick with no command is skipped while {t}:in holds entries
     (they were sent before it and go first);
   - a call with neither commands nor a tick only checks and renews the lease (a few µs).
   ARGV[2] msgpack {lease, lease_ms, group, dedupe_ms, out_maxlen, dead_maxlen,
@@ -305,11 +306,13 @@ function L.gateway(now_arg, packed)
   call("ZREMRANGEBYSCORE", K.applied(), "-inf", sfmt("(%d", now - g.dedupe_ms))
   for _, c in ipairs(cmds) do apply_one(g, c, now) end
   flush(g)
-  if g.tick then
+  -- the tick the daemon asked for, or one the commands made due now (L.scheduled)
+  if g.tick or L.due_now then
+    local limit = g.tick or 1000
     for _, op in ipairs(TICK_OPS) do
       if not TICK_DUE[op] or anything_due(TICK_DUE[op], now) then
         local sessions = {}
-        for _, e in ipairs(L.op(OPS[op], now, {limit = g.tick})) do
+        for _, e in ipairs(L.op(OPS[op], now, {limit = limit})) do
           emit(g, e, now, nil, sessions)
         end
       end

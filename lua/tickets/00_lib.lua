@@ -65,6 +65,7 @@ end
 
 function L.ticket_timer(kind, id, due)
   call("ZADD", K.ticket_due(), sfmt("%d", due), kind .. ":" .. id)
+  L.scheduled(due)
 end
 
 -- ----------------------------------------------------------------- service hours
