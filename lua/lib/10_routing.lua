@@ -207,13 +207,10 @@ function L.route(s, now, reason, ev)
   for n = 1, s.tr do call("ZADD", K.overflow(s.g, n), s.va, s.m) end
   -- a session being routed has no due step (unqueue dropped it): only add the next one
   if gc.tiers[s.tr + 1] then L.schedule_overflow(s, gc.tiers) end
-  if s.ph == "queued" then
-    write_session(s, "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
-      "va", sfmt("%d", s.va), "ag", "", "pf", "")
-  else -- entering the queue phase: written here, with the rest
-    write_session(s, "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
-      "va", sfmt("%d", s.va), "ag", "", "pf", "", "ph", "queued", "pa", sfmt("%d", now))
-  end
+  -- the queue phase is written with the rest: entered now, or kept as it was
+  local pa = s.ph == "queued" and s.pa or now
+  write_session(s, "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
+    "va", sfmt("%d", s.va), "ag", "", "pf", "", "ph", "queued", "pa", sfmt("%d", pa))
   L.on_queued(s, now, true)
   ev[#ev + 1] = queued_event(s, reason, K.queue(s.g))
 end
