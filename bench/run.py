@@ -42,6 +42,7 @@ from bench.servers import (
     delete_matching,
     describe,
     reset_tenant,
+    server_malloc,
     server_name,
     stop_all_servers,
 )
@@ -74,6 +75,7 @@ class BenchOptions:
     redis_url: str | None = None
     node: str = "node"
     seed: int = 1
+    malloc: str = "auto"
 
 
 #: After an interrupt, how long the run gets to clean up before the bench gives up on it.
@@ -128,7 +130,8 @@ async def _run(options: BenchOptions, report: Report, workdir: Path) -> None:
     profile = QUICK if options.quick else FULL
     if options.redis_url is None:
         report.progress("starting an embedded Valkey (append-only file off)")
-        server = Server.start_embedded(workdir / "valkey", append_only=False)
+        server = Server.start_embedded(workdir / "valkey", append_only=False,
+                                       malloc=options.malloc)
     else:
         server = Server(options.redis_url)
     client = server.client()
@@ -138,9 +141,11 @@ async def _run(options: BenchOptions, report: Report, workdir: Path) -> None:
         await engine.load_scripts()
         centre = build_centre(profile.groups, profile.agents, profile.capacity, options.seed)
         ctx = Ctx(profile=profile, report=report, server=server, client=client, engine=engine,
-                  workdir=workdir, centre=centre, seed=options.seed, node=options.node)
+                  workdir=workdir, centre=centre, seed=options.seed, node=options.node,
+                  malloc=options.malloc)
         report.put("mode", profile.name)
         report.put("server", await server_name(client))
+        report.put("server_malloc", await server_malloc(client))
         await _scenarios(ctx, set(options.scenarios))
         _ratios(ctx)
     finally:
@@ -215,7 +220,8 @@ async def _aof_env(ctx: Ctx) -> AsyncIterator[ScaleEnv]:
     embedded Valkey, or the external server switched with CONFIG SET and back after."""
     restore: dict[str, str] = {}
     if ctx.server.owned:
-        server = Server.start_embedded(ctx.workdir / "valkey-aof", append_only=True)
+        server = Server.start_embedded(ctx.workdir / "valkey-aof", append_only=True,
+                                       malloc=ctx.malloc)
     else:
         server = ctx.server
         for name in ("appendonly", "appendfsync"):

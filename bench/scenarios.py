@@ -84,6 +84,7 @@ class Ctx:
     centre: Centre
     seed: int
     node: str = "node"
+    malloc: str = "auto"
     ceiling_rate: float | None = None
     ceiling_assign_rate: float | None = None
     ours: StepResult | None = None

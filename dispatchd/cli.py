@@ -215,8 +215,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 BENCH_DESCRIPTION = (
     "Measure dispatchd on this machine and print the figures. Starts its own Valkey "
-    "(append-only file off) in a temporary directory, or uses --redis-url; starts the real "
-    "daemon (python -m dispatchd run) as a child process; drives it through the gateway "
+    "(append-only file off; jemalloc when installed, see --server-malloc) in a temporary "
+    "directory, or uses --redis-url; starts the real daemon (python -m dispatchd run) as a "
+    "child process; drives it through the gateway "
     "streams with an open-loop load generator that timestamps every command, and simulated "
     "agents that reply (agent_message) 0.1-0.3 handle times after each assignment and "
     "close the session (close_session) after 0.5-1.5 handle times (a handle time is 1 s, "
@@ -315,6 +316,12 @@ def _add_bench_parser(commands: Any) -> None:
     arg("--redis-url", metavar="URL",
         help="benchmark this Redis (>= 7.0) or Valkey (>= 7.2) instead of an embedded "
         "Valkey (DISPATCHD_REDIS_URL is not used here)")
+    arg("--server-malloc", choices=("auto", "jemalloc", "libc"), default="auto",
+        help="the allocator of the bench's embedded Valkey: the bundled build uses the C "
+        "library's malloc, production builds jemalloc; jemalloc preloads libjemalloc.so.2 "
+        "into the server (Debian: apt install libjemalloc2), libc keeps the build's, auto "
+        "(default) preloads it when installed. Reported as server_malloc; ignored with "
+        "--redis-url")
     arg("--node", default="node", metavar="PATH",
         help="Node.js binary for the BullMQ peer; npm is taken from the same directory "
         "(default: node on PATH)")
@@ -334,7 +341,8 @@ def _bench(args: argparse.Namespace) -> int:
               "(.venv/bin/dispatchd bench after ./dev test).", file=sys.stderr)
         return daemon.EXIT_FAILURE
     return bench_main(BenchOptions(quick=args.quick, scenarios=args.scenarios,
-                                   redis_url=args.redis_url, node=args.node, seed=args.seed))
+                                   redis_url=args.redis_url, node=args.node, seed=args.seed,
+                                   malloc=args.server_malloc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

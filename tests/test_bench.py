@@ -118,3 +118,25 @@ def test_unreachable_server_exits_1() -> None:
     assert done.returncode == 1
     assert "bench: ConnectionError" in done.stderr
     assert "RESULT" not in done.stdout
+
+
+@pytest.mark.parametrize("malloc", ["libc", "jemalloc"])
+async def test_bench_server_allocator(tmp_path: Path, malloc: str) -> None:
+    """--server-malloc: libc keeps the bundled build's allocator; jemalloc preloads it into
+    the server (seen in the process's mappings), or refuses clearly when not installed."""
+    from bench.servers import BenchError, Server, find_jemalloc, server_malloc
+
+    if malloc == "jemalloc" and find_jemalloc() is None:
+        with pytest.raises(BenchError, match="libjemalloc2"):
+            Server.start_embedded(tmp_path / "v", append_only=False, malloc=malloc)
+        return
+    server = Server.start_embedded(tmp_path / "v", append_only=False, malloc=malloc)
+    client = server.client()
+    try:
+        built = (await client.info("memory"))["mem_allocator"]
+        expect = built if malloc == "libc" or "jemalloc" in built else "jemalloc-preloaded"
+        assert await server_malloc(client) == expect
+        assert "LD_PRELOAD" not in os.environ or os.environ["LD_PRELOAD"] != find_jemalloc()
+    finally:
+        await client.aclose()
+        server.stop()
