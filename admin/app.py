@@ -1,7 +1,7 @@
 """The Litestar application of the admin API (docs/admin.md).
 
-Every route, the OpenAPI document included, needs ``Authorization: Bearer <token>``
-(:mod:`admin.auth`); each route names the least role it needs. The OpenAPI 3.1 document
+Every route, the OpenAPI document and OPTIONS included, needs ``Authorization: Bearer
+<token>`` (:mod:`admin.auth`); each route names the least role it needs. The OpenAPI 3.1 document
 is at ``/schema/openapi.json``.
 """
 
@@ -20,9 +20,11 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
+    OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
+    Reference,
     Schema,
     SecurityScheme,
 )
@@ -56,10 +58,12 @@ def _structs() -> list[type[msgspec.Struct]]:
 
 ERRORS = {
     "400": "Malformed request: a field or parameter is invalid (named in `extra`)",
-    "401": "Missing, unknown or revoked bearer token",
+    "401": "Missing, unknown, revoked or expired bearer token; `WWW-Authenticate: Bearer "
+           'realm="dispatchd"` (with `error="invalid_token"` when one was sent)',
     "403": "The token's role or tenants do not allow this route",
     "404": "The tenant or a resource in the path does not exist",
-    "409": "Conflict: exists already, or still in use / busy (the detail says why)",
+    "409": "Conflict: exists already, or still in use / busy, or the last admin token for "
+           "all tenants (the detail says why)",
     "412": "If-Match names a version the resource no longer has",
     "422": "Well-formed but refused: e.g. an unknown group, agent, team or ticket type in "
            "the body, ticket fields that do not fit their template, a text over its limit "
@@ -104,15 +108,26 @@ def finish_openapi(app: Litestar) -> None:
                     op.responses[status] = OpenAPIResponse(
                         description=text,
                         content={"application/json": OpenAPIMediaType(schema=_error_schema())},
+                        headers=_challenge() if status == "401" else None,
                     )
 
 
 log = logging.getLogger("dispatchd.admin")
 
 
+def _challenge() -> dict[str, OpenAPIHeader | Reference]:
+    return {"WWW-Authenticate": OpenAPIHeader(
+        schema=Schema(type=OpenAPIType.STRING), required=True,
+        description='RFC 6750: `Bearer realm="dispatchd"`, plus `, error="invalid_token"` '
+                    "for an unknown, revoked or expired token")}
+
+
 async def _log_unexpected(exc: Exception, scope: Any) -> None:
-    """A 500 is a bug: log it with its traceback (4xx are the client's business)."""
-    if not isinstance(exc, HTTPException | CommandRejected):
+    """A 5xx is a bug: log it with its traceback, Litestar's own 500s (an
+    ``HTTPException``) too; 4xx are the client's business."""
+    expected = isinstance(exc, CommandRejected) or (
+        isinstance(exc, HTTPException) and exc.status_code < 500)
+    if not expected:
         log.error("admin request failed", exc_info=exc, extra={"fields": {
             "method": scope.get("method"), "path": scope.get("path")}})
 
@@ -122,7 +137,9 @@ def create_app(admin: Admin) -> Litestar:
     app = Litestar(
         route_handlers=CONTROLLERS,
         dependencies={"admin": Provide(lambda: admin, use_cache=True, sync_to_thread=False)},
-        middleware=[DefineMiddleware(BearerAuth)],
+        # OPTIONS too (Litestar exempts it by default, and the guard then failed on a
+        # missing user: a 500 on every route)
+        middleware=[DefineMiddleware(BearerAuth, exclude_http_methods=[])],
         guards=[role_guard],
         exception_handlers={CommandRejected: rejected_handler},
         openapi_config=OpenAPIConfig(
