@@ -12,7 +12,7 @@ from importlib.metadata import version as package_version
 from typing import Any
 
 import msgspec
-from litestar import Litestar
+from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware.base import DefineMiddleware
@@ -28,6 +28,7 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.routes import HTTPRoute
 
 from admin import schemas
 from admin.auth import BearerAuth, role_guard
@@ -156,11 +157,38 @@ def create_app(admin: Admin) -> Litestar:
         ),
         state=_state(admin),
         after_exception=[_log_unexpected],
+        before_request=_answer_options,
         debug=False,
         logging_config=None,  # the daemon's logging (JSON lines) stays as it is
     )
     finish_openapi(app)
     return app
+
+
+def _allow(app: Litestar) -> dict[int, str]:
+    """The ``Allow`` of each OPTIONS handler (by id): every method of its path."""
+    allow: dict[int, str] = {}
+    for route in app.routes:
+        if isinstance(route, HTTPRoute):
+            methods = ", ".join(sorted(route.methods))
+            for handler in route.route_handlers:
+                if "OPTIONS" in handler.http_methods:
+                    allow[id(handler)] = methods
+    return allow
+
+
+async def _answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """OPTIONS answers 204 with every method of its path in ``Allow`` (Litestar's own
+    answer lists the methods of one of the path's handlers only). A ``before_request``
+    hook, so it runs after the token check and the guard, like every route."""
+    if request.method != "OPTIONS":
+        return None
+    state = request.app.state
+    if "allow" not in state:
+        state["allow"] = _allow(request.app)
+    methods = state["allow"].get(id(request.route_handler))
+    return None if methods is None else Response(
+        None, status_code=204, headers={"Allow": methods}, media_type="text/plain")
 
 
 def _state(admin: Admin) -> Any:

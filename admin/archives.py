@@ -86,7 +86,8 @@ async def listing(admin: Admin, tenant: str | None, cursor: str | None,
     for rec in recs:
         pipe.xlen(keys.audit_archive(rec.tenant, rec.deleted_ms))
     sizes = await pipe.execute()
-    alive, gone = [], []
+    alive: list[tuple[Record, int]] = []
+    gone: list[tuple[Record, int]] = []
     for rec, size in zip(recs, sizes, strict=True):
         # XLEN of a missing key is 0, and an archive holds at least its deletion entry
         (alive if size else gone).append((rec, int(size)))

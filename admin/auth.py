@@ -164,16 +164,16 @@ class Tokens:
                 except WatchError:
                     continue
 
-    async def drop_tenant(self, tenant: str, *, by: str, now_ms: int) -> list[str]:
+    async def drop_tenant(self, tenant: str, *, by: str, now_ms: int) -> tuple[str, ...]:
         """Remove ``tenant`` from every token that names it (its tenant was deleted, or is
         being created anew): a token left with no tenant is revoked. Each change is in the
         global audit (``update`` / ``revoke`` by ``by``). Returns the ids changed."""
         changed = []
         for rec in await self.list():
-            if rec.tenants is not None and tenant in rec.tenants:
-                if await self._drop_one(rec.id, tenant, by=by, now_ms=now_ms):
-                    changed.append(rec.id)
-        return changed
+            if rec.tenants is not None and tenant in rec.tenants and await self._drop_one(
+                    rec.id, tenant, by=by, now_ms=now_ms):
+                changed.append(rec.id)
+        return tuple(changed)
 
     async def _drop_one(self, token_id: str, tenant: str, *, by: str, now_ms: int) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
