@@ -66,7 +66,7 @@ ERRORS = {
     "409": "Conflict: exists already, or still in use / busy, or the last admin token for "
            "all tenants (the detail says why)",
     "412": "If-Match names a version the resource no longer has",
-    "422": "Well-formed but refused: e.g. an unknown group, agent, team or ticket type in "
+    "422": "Well-formed but refused: e.g. an unknown group, agent, team, tenant or ticket type in "
            "the body, ticket fields that do not fit their template, a text over its limit "
            "in UTF-8 bytes",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
-from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 
 from admin import archives, views
@@ -25,29 +25,28 @@ def _token_out(p: Principal, last_used_ms: int | None = None) -> s.TokenOut:
 
 
 async def _check_token_in(admin: Admin, data: s.TokenIn) -> list[str] | None:
-    """What a new token names must exist and fit (400, naming what is wrong); returns
-    its tenants without repeats."""
+    """What a new token names must exist and fit (422, naming what is wrong: like an
+    unknown id or a rule across fields in any other body, so a body valid by the schema
+    never earns a 400); returns its tenants without repeats."""
     if data.agent is not None and data.role != "agent":
         raise Unprocessable(detail="agent: only a token of role agent acts as an agent")
     tenants = None if data.tenants is None else list(dict.fromkeys(data.tenants))
     if data.agent is not None and (tenants is None or len(tenants) != 1):
-        raise HTTPException(status_code=400, detail=(
+        raise Unprocessable(detail=(
             "tenants: a token bound to an agent names exactly one tenant (agent ids are "
             "per tenant)"))
     if data.expires_ms is not None and data.expires_ms <= admin.clock():
-        raise HTTPException(status_code=400, detail="expires_ms: not in the future")
+        raise Unprocessable(detail="expires_ms: not in the future")
     if tenants is not None:
         pipe = admin.redis.pipeline(transaction=False)
         for t in tenants:
             pipe.sismember(keys.TENANTS_KEY, t)
         missing = [t for t, ok in zip(tenants, await pipe.execute(), strict=True) if not ok]
         if missing:
-            raise HTTPException(status_code=400,
-                                detail=f"tenants: unknown tenant {', '.join(missing)}")
+            raise Unprocessable(detail=f"tenants: unknown tenant {', '.join(missing)}")
     if data.agent is not None and tenants is not None and not await admin.redis.sismember(
             keys.key("agents", tenants[0]), data.agent):
-        raise HTTPException(status_code=400,
-                            detail=f"agent: unknown agent {data.agent} in tenant {tenants[0]}")
+        raise Unprocessable(detail=f"agent: unknown agent {data.agent} in tenant {tenants[0]}")
     return tenants
 
 
@@ -67,8 +66,8 @@ class TokenController(Controller):
                            data: s.TokenIn) -> s.TokenCreated:
         """The secret is in this response only; the server keeps its SHA-256. ``agent``
         binds a token of role agent to one agent (422 with another role) of its one
-        tenant (400 unless ``tenants`` names exactly one). Unknown tenants, an unknown
-        agent, an ``expires_ms`` not in the future: 400."""
+        tenant (422 unless ``tenants`` names exactly one). Unknown tenants, an unknown
+        agent, an ``expires_ms`` not in the future: 422."""
         tenants = await _check_token_in(admin, data)
         made = await admin.tokens.create(
             name=data.name, role=data.role, tenants=tenants, by=request.user.actor,

@@ -369,14 +369,14 @@ class TokenIn(_In, frozen=True, kw_only=True):
     name: Annotated[str, Meta(min_length=1, max_length=128)]
     role: Role
     tenants: Annotated[list[Id], Meta(min_length=1, max_length=1000)] | None = None
-    """Tenants the token may touch; all when absent."""
+    """Tenants the token may touch, each an existing one (422); all when absent."""
     agent: Id | None = None
     """Role agent only: the agent the token acts as (its ticket actions name no other
     agent, 403); absent: any agent (a system's token). Agent ids are per tenant, so such
-    a token names exactly one tenant in ``tenants``, where the agent exists (400)."""
+    a token names exactly one tenant in ``tenants``, where the agent exists (422)."""
     expires_ms: Annotated[int, Meta(ge=1, le=253_402_300_799_999,
                                     description="Unix ms")] | None = None
-    """When the token stops working (401 from then on); must be in the future (400);
+    """When the token stops working (401 from then on); must be in the future (422);
     absent: never."""
 
 
