@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
+from litestar.exceptions import ImproperlyConfiguredException
 
 from admin.auth import ROLES, TOUCH_EVERY_MS
 from dispatchd import keys
@@ -233,10 +234,14 @@ async def test_options_answers_on_every_route(api: Api, atenant: str) -> None:
     assert r.status_code == 403
 
 
+@pytest.mark.parametrize("error", [RuntimeError, ImproperlyConfiguredException])
 async def test_an_unexpected_error_is_logged_with_its_traceback(
-        api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+        api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        error: type[Exception]) -> None:
+    """Litestar's own 500s too (an HTTPException: OPTIONS failed so, silently)."""
+
     async def broken(_: str) -> None:
-        raise RuntimeError("token store exploded")
+        raise error("token store exploded")
 
     monkeypatch.setattr(api.admin.tokens, "lookup", broken)
     with caplog.at_level(logging.ERROR, logger="dispatchd.admin"):
