@@ -1,7 +1,7 @@
 """The Litestar application of the admin API (docs/admin.md).
 
-Every route, the OpenAPI document included, needs ``Authorization: Bearer <token>``
-(:mod:`admin.auth`); each route names the least role it needs. The OpenAPI 3.1 document
+Every route, the OpenAPI document and OPTIONS included, needs ``Authorization: Bearer
+<token>`` (:mod:`admin.auth`); each route names the least role it needs. The OpenAPI 3.1 document
 is at ``/schema/openapi.json``.
 """
 
@@ -12,7 +12,7 @@ from importlib.metadata import version as package_version
 from typing import Any
 
 import msgspec
-from litestar import Litestar
+from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware.base import DefineMiddleware
@@ -20,12 +20,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
+    OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
+    Reference,
     Schema,
     SecurityScheme,
 )
+from litestar.routes import HTTPRoute
 
 from admin import schemas
 from admin.auth import BearerAuth, role_guard
@@ -56,12 +59,14 @@ def _structs() -> list[type[msgspec.Struct]]:
 
 ERRORS = {
     "400": "Malformed request: a field or parameter is invalid (named in `extra`)",
-    "401": "Missing, unknown or revoked bearer token",
+    "401": "Missing, unknown, revoked or expired bearer token; `WWW-Authenticate: Bearer "
+           'realm="dispatchd"` (with `error="invalid_token"` when one was sent)',
     "403": "The token's role or tenants do not allow this route",
     "404": "The tenant or a resource in the path does not exist",
-    "409": "Conflict: exists already, or still in use / busy (the detail says why)",
+    "409": "Conflict: exists already, or still in use / busy, or the last admin token for "
+           "all tenants (the detail says why)",
     "412": "If-Match names a version the resource no longer has",
-    "422": "Well-formed but refused: e.g. an unknown group, agent, team or ticket type in "
+    "422": "Well-formed but refused: e.g. an unknown group, agent, team, tenant or ticket type in "
            "the body, ticket fields that do not fit their template, a text over its limit "
            "in UTF-8 bytes",
 }
@@ -104,15 +109,26 @@ def finish_openapi(app: Litestar) -> None:
                     op.responses[status] = OpenAPIResponse(
                         description=text,
                         content={"application/json": OpenAPIMediaType(schema=_error_schema())},
+                        headers=_challenge() if status == "401" else None,
                     )
 
 
 log = logging.getLogger("dispatchd.admin")
 
 
+def _challenge() -> dict[str, OpenAPIHeader | Reference]:
+    return {"WWW-Authenticate": OpenAPIHeader(
+        schema=Schema(type=OpenAPIType.STRING), required=True,
+        description='RFC 6750: `Bearer realm="dispatchd"`, plus `, error="invalid_token"` '
+                    "for an unknown, revoked or expired token")}
+
+
 async def _log_unexpected(exc: Exception, scope: Any) -> None:
-    """A 500 is a bug: log it with its traceback (4xx are the client's business)."""
-    if not isinstance(exc, HTTPException | CommandRejected):
+    """A 5xx is a bug: log it with its traceback, Litestar's own 500s (an
+    ``HTTPException``) too; 4xx are the client's business."""
+    expected = isinstance(exc, CommandRejected) or (
+        isinstance(exc, HTTPException) and exc.status_code < 500)
+    if not expected:
         log.error("admin request failed", exc_info=exc, extra={"fields": {
             "method": scope.get("method"), "path": scope.get("path")}})
 
@@ -122,7 +138,9 @@ def create_app(admin: Admin) -> Litestar:
     app = Litestar(
         route_handlers=CONTROLLERS,
         dependencies={"admin": Provide(lambda: admin, use_cache=True, sync_to_thread=False)},
-        middleware=[DefineMiddleware(BearerAuth)],
+        # OPTIONS too (Litestar exempts it by default, and the guard then failed on a
+        # missing user: a 500 on every route)
+        middleware=[DefineMiddleware(BearerAuth, exclude_http_methods=[])],
         guards=[role_guard],
         exception_handlers={CommandRejected: rejected_handler},
         openapi_config=OpenAPIConfig(
@@ -139,11 +157,38 @@ def create_app(admin: Admin) -> Litestar:
         ),
         state=_state(admin),
         after_exception=[_log_unexpected],
+        before_request=_answer_options,
         debug=False,
         logging_config=None,  # the daemon's logging (JSON lines) stays as it is
     )
     finish_openapi(app)
     return app
+
+
+def _allow(app: Litestar) -> dict[int, str]:
+    """The ``Allow`` of each OPTIONS handler (by id): every method of its path."""
+    allow: dict[int, str] = {}
+    for route in app.routes:
+        if isinstance(route, HTTPRoute):
+            methods = ", ".join(sorted(route.methods))
+            for handler in route.route_handlers:
+                if "OPTIONS" in handler.http_methods:
+                    allow[id(handler)] = methods
+    return allow
+
+
+async def _answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """OPTIONS answers 204 with every method of its path in ``Allow`` (Litestar's own
+    answer lists the methods of one of the path's handlers only). A ``before_request``
+    hook, so it runs after the token check and the guard, like every route."""
+    if request.method != "OPTIONS":
+        return None
+    state = request.app.state
+    if "allow" not in state:
+        state["allow"] = _allow(request.app)
+    methods = state["allow"].get(id(request.route_handler))
+    return None if methods is None else Response(
+        None, status_code=204, headers={"Allow": methods}, media_type="text/plain")
 
 
 def _state(admin: Admin) -> Any:

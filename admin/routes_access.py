@@ -8,20 +8,46 @@ from litestar import Controller, Request, delete, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 
+from admin import archives, views
 from admin import schemas as s
-from admin import views
-from admin.auth import Principal
-from admin.service import Admin, Unprocessable
+from admin.auth import LastAdminToken, Principal
+from admin.service import Admin, Conflict, Unprocessable
 from dispatchd import keys
 
 GLOBAL_ADMIN = {"role": "admin", "all_tenants": True}
 MAX_SCAN = 10_000
 
 
-def _token_out(p: Principal) -> s.TokenOut:
+def _token_out(p: Principal, last_used_ms: int | None = None) -> s.TokenOut:
     return s.TokenOut(id=p.id, name=p.name, role=p.role,  # type: ignore[arg-type]
                       tenants=p.tenants, created_ms=p.created_ms, created_by=p.created_by,
-                      agent=p.agent)
+                      agent=p.agent, expires_ms=p.expires_ms, last_used_ms=last_used_ms)
+
+
+async def _check_token_in(admin: Admin, data: s.TokenIn) -> list[str] | None:
+    """What a new token names must exist and fit (422, naming what is wrong: like an
+    unknown id or a rule across fields in any other body, so a body valid by the schema
+    never earns a 400); returns its tenants without repeats."""
+    if data.agent is not None and data.role != "agent":
+        raise Unprocessable(detail="agent: only a token of role agent acts as an agent")
+    tenants = None if data.tenants is None else list(dict.fromkeys(data.tenants))
+    if data.agent is not None and (tenants is None or len(tenants) != 1):
+        raise Unprocessable(detail=(
+            "tenants: a token bound to an agent names exactly one tenant (agent ids are "
+            "per tenant)"))
+    if data.expires_ms is not None and data.expires_ms <= admin.clock():
+        raise Unprocessable(detail="expires_ms: not in the future")
+    if tenants is not None:
+        pipe = admin.redis.pipeline(transaction=False)
+        for t in tenants:
+            pipe.sismember(keys.TENANTS_KEY, t)
+        missing = [t for t, ok in zip(tenants, await pipe.execute(), strict=True) if not ok]
+        if missing:
+            raise Unprocessable(detail=f"tenants: unknown tenant {', '.join(missing)}")
+    if data.agent is not None and tenants is not None and not await admin.redis.sismember(
+            keys.key("agents", tenants[0]), data.agent):
+        raise Unprocessable(detail=f"agent: unknown agent {data.agent} in tenant {tenants[0]}")
+    return tenants
 
 
 class TokenController(Controller):
@@ -30,18 +56,22 @@ class TokenController(Controller):
 
     @get("/", summary="List tokens (never their secrets)", opt=GLOBAL_ADMIN)
     async def list_tokens(self, admin: Admin) -> list[s.TokenOut]:
-        return [_token_out(p) for p in await admin.tokens.list()]
+        """``last_used_ms`` is recorded at most once a minute per token and process."""
+        found = await admin.tokens.list()
+        used = await admin.tokens.last_used([p.id for p in found])
+        return [_token_out(p, used.get(p.id)) for p in found]
 
     @post("/", summary="Create a token", opt=GLOBAL_ADMIN)
     async def create_token(self, admin: Admin, request: Request[Any, Any, Any],
                            data: s.TokenIn) -> s.TokenCreated:
         """The secret is in this response only; the server keeps its SHA-256. ``agent``
-        binds a token of role agent to one agent (422 with another role)."""
-        if data.agent is not None and data.role != "agent":
-            raise Unprocessable(detail="agent: only a token of role agent acts as an agent")
+        binds a token of role agent to one agent (422 with another role) of its one
+        tenant (422 unless ``tenants`` names exactly one). Unknown tenants, an unknown
+        agent, an ``expires_ms`` not in the future: 422."""
+        tenants = await _check_token_in(admin, data)
         made = await admin.tokens.create(
-            name=data.name, role=data.role, tenants=data.tenants, by=request.user.actor,
-            now_ms=admin.clock(), agent=data.agent)
+            name=data.name, role=data.role, tenants=tenants, by=request.user.actor,
+            now_ms=admin.clock(), agent=data.agent, expires_ms=data.expires_ms)
         assert made is not None
         secret, rec = made
         out = _token_out(rec)
@@ -50,7 +80,14 @@ class TokenController(Controller):
     @delete("/{token_id:str}", summary="Revoke a token", opt=GLOBAL_ADMIN)
     async def revoke_token(self, admin: Admin, request: Request[Any, Any, Any],
                            token_id: str) -> None:
-        if await admin.tokens.revoke(token_id, by=request.user.actor, now_ms=admin.clock()) is None:
+        """409 for the last unexpired admin token for all tenants, whoever asks."""
+        try:
+            old = await admin.tokens.revoke(token_id, by=request.user.actor,
+                                            now_ms=admin.clock())
+        except LastAdminToken:
+            raise Conflict(detail=f"token {token_id} is the last admin token for all "
+                                  "tenants; create another before revoking it") from None
+        if old is None:
             raise NotFoundException(f"token {token_id} not found")
 
 
@@ -92,6 +129,11 @@ async def _audit_page(admin: Admin, stream: str, before: str | None, limit: int,
 Before = Annotated[str | None, Parameter(pattern=r"^\d+-\d+$",
                                          description="the previous page's `next`")]
 Limit = Annotated[int, Parameter(ge=1, le=1000)]
+DeletedMs = Annotated[str, Parameter(pattern=r"^[0-9]{1,15}$",
+                                     description="the archive's `deleted_ms`")]
+ArchiveCursor = Annotated[str | None, Parameter(
+    pattern=archives.CURSOR_RE.pattern.replace("\\Z", "$"),
+    description="the previous page's `next`")]
 
 
 class AuditController(Controller):
@@ -116,3 +158,29 @@ class AuditController(Controller):
     async def global_audit(self, admin: Admin, limit: Limit = 100,
                            before: Before = None) -> s.AuditPage:
         return await _audit_page(admin, keys.GLOBAL_AUDIT_KEY, before, limit, {})
+
+    @get("/v1/audit/archives", summary="Archived audit logs of deleted tenants",
+         opt=GLOBAL_ADMIN)
+    async def list_archives(self, admin: Admin, limit: Limit = 100,
+                            cursor: ArchiveCursor = None,
+                            tenant: str | None = None) -> s.AuditArchivePage:
+        """Newest deletion first; ``tenant`` keeps one tenant id's. Each is kept 400 days
+        after the deletion."""
+        return await archives.listing(admin, tenant, cursor, limit)
+
+    @get("/v1/audit/archives/{tenant_id:str}/{deleted_ms:str}",
+         summary="A deleted tenant's audit log, newest first", opt=GLOBAL_ADMIN)
+    async def archived_audit(
+        self, admin: Admin, tenant_id: str, deleted_ms: DeletedMs, limit: Limit = 100,
+        before: Before = None, actor: str | None = None, resource: str | None = None,
+        resource_id: str | None = None, action: str | None = None,
+    ) -> s.AuditPage:
+        """Pages and filters like the tenant's audit log; the newest entry is the
+        deletion. 404 when there is no such archive (or it expired)."""
+        stream = await archives.stream_of(admin, tenant_id, int(deleted_ms))
+        if stream is None:
+            raise NotFoundException(f"no audit archive of tenant {tenant_id} deleted at "
+                                    f"{deleted_ms}")
+        return await _audit_page(admin, stream, before, limit, {
+            "actor": actor, "resource": resource, "resource_id": resource_id,
+            "action": action})

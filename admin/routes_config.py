@@ -13,8 +13,8 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 
+from admin import archives, views
 from admin import schemas as s
-from admin import views
 from admin.service import Admin, Conflict, Unprocessable, if_match
 from dispatchd import keys
 from dispatchd.hours import service_windows, zone
@@ -85,8 +85,11 @@ class TenantController(Controller):
     @post("/", summary="Create a tenant", opt={"role": "admin", "all_tenants": True})
     async def create_tenant(self, admin: Admin, request: Request[Any, Any, Any],
                             data: s.TenantCreate) -> s.TenantOut:
+        """A token still naming this id (left by a deletion that did not finish, or made
+        while it ran) loses it first: a tenant id's old tokens never reach a new tenant."""
         if await admin.redis.sismember(keys.TENANTS_KEY, data.id):
             raise Conflict(detail=f"tenant {data.id} exists")
+        await admin.tokens.drop_tenant(data.id, by=request.user.actor, now_ms=admin.clock())
         return await self._write(admin, request, "create", data.id, data, None)
 
     @put("/{tenant:str}", summary="Update a tenant", opt=ADMIN)
@@ -99,27 +102,34 @@ class TenantController(Controller):
             opt={"role": "admin", "all_tenants": True})
     async def delete_tenant(self, admin: Admin, request: Request[Any, Any, Any],
                             tenant: str) -> None:
-        """Refused (409) while the tenant has groups or agents. Its keys are deleted except
-        its gateway streams, which running daemons still read."""
+        """Refused (409) while the tenant has groups or agents. Every token naming it
+        loses it (a token left with no tenant is revoked); its audit log is archived
+        (``GET /v1/audit/archives``); its other keys are deleted except its gateway
+        streams, which running daemons still read."""
         await admin.require_tenant(tenant)
         pipe = admin.redis.pipeline(transaction=False)
         pipe.scard(keys.key("groups", tenant))
         pipe.scard(keys.key("agents", tenant))
-        groups, agents = await pipe.execute()
+        pipe.hmget(keys.key("tenant", tenant), *TENANT_FIELDS)
+        groups, agents, fields = await pipe.execute()
         if groups or agents:
             raise Conflict(detail=f"tenant {tenant} still has {groups} groups and {agents} "
                                   "agents; delete them first")
-        await admin.redis.srem(keys.TENANTS_KEY, tenant)
-        keep = {keys.key(n, tenant).encode() for n in ("inbound", "outbound", "dead")}
-        async for key in admin.redis.scan_iter(match=keys.prefix(tenant).replace(
-                "{", "\\{").replace("}", "\\}") + "*", count=1000):
-            if key not in keep:
-                await admin.redis.unlink(key)
+        now, who = admin.clock(), request.user
+        await admin.redis.srem(keys.TENANTS_KEY, tenant)  # from here its routes answer 404
         await admin.tokens.redis.xadd(
             keys.GLOBAL_AUDIT_KEY,
-            {"ts": admin.clock(), "actor": request.user.actor, "action": "delete",
+            {"ts": now, "actor": who.actor, "action": "delete",
              "resource": "tenant", "id": tenant, "before": b"\xc0", "after": b"\xc0"},
             maxlen=100_000, approximate=True)
+        await admin.tokens.drop_tenant(tenant, by=who.actor, now_ms=now)
+        await archives.archive(admin, tenant, who, now, fields)
+        keep = {keys.key(n, tenant).encode() for n in ("inbound", "outbound", "dead")}
+        archived = (keys.prefix(tenant) + keys.AUDIT_ARCHIVE_INFIX).encode()
+        async for key in admin.redis.scan_iter(match=keys.prefix(tenant).replace(
+                "{", "\\{").replace("}", "\\}") + "*", count=1000):
+            if key not in keep and not key.startswith(archived):
+                await admin.redis.unlink(key)
 
 
 # ------------------------------------------------------------------------------- groups

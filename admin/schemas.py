@@ -369,10 +369,15 @@ class TokenIn(_In, frozen=True, kw_only=True):
     name: Annotated[str, Meta(min_length=1, max_length=128)]
     role: Role
     tenants: Annotated[list[Id], Meta(min_length=1, max_length=1000)] | None = None
-    """Tenants the token may touch; all when absent."""
+    """Tenants the token may touch, each an existing one (422); all when absent."""
     agent: Id | None = None
     """Role agent only: the agent the token acts as (its ticket actions name no other
-    agent, 403); absent: any agent (a system's token)."""
+    agent, 403); absent: any agent (a system's token). Agent ids are per tenant, so such
+    a token names exactly one tenant in ``tenants``, where the agent exists (422)."""
+    expires_ms: Annotated[int, Meta(ge=1, le=253_402_300_799_999,
+                                    description="Unix ms")] | None = None
+    """When the token stops working (401 from then on); must be in the future (422);
+    absent: never."""
 
 
 class TokenOut(_Out, frozen=True, kw_only=True):
@@ -383,6 +388,11 @@ class TokenOut(_Out, frozen=True, kw_only=True):
     created_ms: int
     created_by: str
     agent: str | None = None
+    expires_ms: int | None = None
+    """When it stops working (Unix ms); null: never."""
+    last_used_ms: int | None = None
+    """Its last use (Unix ms), recorded at most once a minute per daemon process, so up
+    to about a minute old; null: not used yet."""
 
 
 class TokenCreated(TokenOut, frozen=True, kw_only=True):
@@ -433,3 +443,24 @@ class AuditPage(_Out, frozen=True, kw_only=True):
     items: list[AuditEntry]
     next: str | None
     """Pass as ``before`` for older entries; null when there are none."""
+
+
+class AuditArchive(_Out, frozen=True, kw_only=True):
+    """The audit log of a deleted tenant, kept after its deletion."""
+
+    tenant: str
+    deleted_ms: int
+    """When the tenant was deleted (Unix ms); with ``tenant``, the archive's address."""
+    deleted_by: str
+    """The actor who deleted it (``token:<id>:<name>``)."""
+    expires_ms: int
+    """When the archive is dropped (Unix ms): ``deleted_ms`` + 400 days."""
+    entries: int
+    """How many entries it holds, the deletion's own entry last."""
+
+
+class AuditArchivePage(_Out, frozen=True, kw_only=True):
+    items: list[AuditArchive]
+    """Newest deletion first."""
+    next: str | None
+    """Pass as ``cursor`` for the next page; null on the last page."""

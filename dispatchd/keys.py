@@ -137,6 +137,12 @@ TENANTS_KEY = "dispatchd:tenants"
 TOKENS_KEY = "{dispatchd}:tokens"
 TOKEN_IDS_KEY = "{dispatchd}:token-ids"
 GLOBAL_AUDIT_KEY = "{dispatchd}:audit"
+#: hash: token id -> Unix ms of its last recorded use (admin/auth.py ``Tokens.touch``)
+TOKEN_USED_KEY = "{dispatchd}:token-used"
+#: hash: "<tenant>:<deleted ms>" -> msgpack record of a deleted tenant's archived audit log
+AUDIT_ARCHIVES_KEY = "{dispatchd}:audit-archives"
+#: The infix of a deleted tenant's archived audit log (:func:`audit_archive`).
+AUDIT_ARCHIVE_INFIX = "audit:deleted:"
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")  # \Z: "$" would allow a trailing newline
 
@@ -152,6 +158,12 @@ def key(name: str, tenant: str, *args: object) -> str:
     if len(args) != len(params):
         raise TypeError(f"key {name!r} takes {params}, got {args!r}")
     return template.format(P=prefix(tenant), **dict(zip(params, map(str, args), strict=True)))
+
+
+def audit_archive(tenant: str, deleted_ms: int) -> str:
+    """Where a deleted tenant's audit log is kept (RENAMEd from its ``audit`` stream, so in
+    the tenant's hash slot); a tenant created anew with the same id never reads it."""
+    return prefix(tenant) + AUDIT_ARCHIVE_INFIX + str(deleted_ms)
 
 
 def root(tenant: str) -> str:

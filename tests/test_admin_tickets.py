@@ -547,7 +547,8 @@ async def test_a_token_bound_to_an_agent_acts_only_as_that_agent(api: Api, atena
     t = atenant
     await setup(api, t, {"ann": {"g": 1}, "bob": {"g": 1}})
     made = await api.ok("POST", "/v1/tokens", status=201,
-                        json={"name": "ann's desk", "role": "agent", "agent": "ann"})
+                        json={"name": "ann's desk", "role": "agent", "agent": "ann",
+                              "tenants": [t]})
     assert made["agent"] == "ann"
     desk = {"Authorization": f"Bearer {made['token']}"}
     r = await api.http.post(f"{base(t)}/tickets", headers=desk,
