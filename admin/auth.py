@@ -175,6 +175,17 @@ class Tokens:
                 changed.append(rec.id)
         return tuple(changed)
 
+    async def drop_agent(self, tenant: str, agent: str, *, by: str,
+                         now_ms: int) -> tuple[str, ...]:
+        """Revoke every token bound to ``agent`` of ``tenant`` (the agent was deleted: a
+        new agent with the same id is someone else). Returns the ids revoked."""
+        revoked = []
+        for rec in await self.list():
+            if rec.agent == agent and rec.tenants == [tenant] and await self.revoke(
+                    rec.id, by=by, now_ms=now_ms) is not None:
+                revoked.append(rec.id)
+        return tuple(revoked)
+
     async def _drop_one(self, token_id: str, tenant: str, *, by: str, now_ms: int) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:

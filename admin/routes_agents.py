@@ -82,12 +82,15 @@ class AgentController(Controller):
     @delete("/{agent:str}", summary="Delete an agent", opt=ADMIN)
     async def delete_agent(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
                            agent: str) -> None:
-        """409 while it holds sessions or parked customers."""
+        """409 while it holds sessions or parked customers. Tokens bound to the agent
+        are revoked with it."""
         await admin.require_tenant(tenant)
         await admin.change(tenant, request.user, "delete", "agent", agent,
                            cmd={"op": "delete_agent", "agent": agent},
                            snap=_agent_snap(agent), expect="present",
                            version=if_match(request))
+        await admin.tokens.drop_agent(tenant, agent, by=request.user.actor,
+                                      now_ms=admin.clock())
 
     @post("/{agent:str}/status", summary="Set an agent's status (supervisor)",
           opt={"role": "supervisor"}, status_code=200)

@@ -334,3 +334,19 @@ async def test_the_openapi_document_says_it(api: Api) -> None:
     assert "/v1/audit/archives" in doc["paths"]
     assert "/v1/audit/archives/{tenant_id}/{deleted_ms}" in doc["paths"]
     assert "409" in doc["paths"]["/v1/tokens/{token_id}"]["delete"]["responses"]
+
+
+async def test_deleting_an_agent_revokes_the_tokens_bound_to_it(api: Api) -> None:
+    """A new agent with a deleted agent's id is someone else: the old desk token must not
+    act as it."""
+    t = await new_tenant(api, agents=("a1", "a2"))
+    bound = await token(api, role="agent", agent="a1", tenants=[t])
+    other = await token(api, role="agent", agent="a2", tenants=[t])
+    await api.ok("DELETE", f"/v1/tenants/{t}/agents/a1", status=204)
+    await api.ok("POST", f"/v1/tenants/{t}/agents", status=201,
+                 json={"id": "a1", "capacity": 1, "abilities": {"g": 1.0}})
+    r = await api.http.get(f"/v1/tenants/{t}/summary", headers=hdr(bound["token"]))
+    assert r.status_code == 401, r.text
+    r = await api.http.get(f"/v1/tenants/{t}/summary", headers=hdr(other["token"]))
+    assert r.status_code == 200, r.text
+    assert [e["action"] for e in await global_audit(api, bound["id"])] == ["create", "revoke"]
