@@ -29,6 +29,7 @@ from litestar.openapi.spec import (
 
 from admin import schemas
 from admin.auth import BearerAuth, role_guard
+from admin.checks import request_guard
 from admin.routes_access import AuditController, TokenController
 from admin.routes_agents import AgentController, RuleController
 from admin.routes_config import GroupController, TeamController, TenantController
@@ -123,7 +124,7 @@ def create_app(admin: Admin) -> Litestar:
         route_handlers=CONTROLLERS,
         dependencies={"admin": Provide(lambda: admin, use_cache=True, sync_to_thread=False)},
         middleware=[DefineMiddleware(BearerAuth)],
-        guards=[role_guard],
+        guards=[role_guard, request_guard],  # in this order: 403 before 404/400
         exception_handlers={CommandRejected: rejected_handler},
         openapi_config=OpenAPIConfig(
             title="dispatchd admin API",
