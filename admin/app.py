@@ -35,7 +35,7 @@ from admin.routes_agents import AgentController, RuleController
 from admin.routes_config import GroupController, TeamController, TenantController
 from admin.routes_live import LiveController
 from admin.routes_tickets import TicketController, TicketTypeController
-from admin.service import Admin, rejected_handler
+from admin.service import UNAVAILABLE, Admin, rejected_handler, unavailable_handler
 from dispatchd.errors import CommandRejected
 
 CONTROLLERS = [TenantController, GroupController, TeamController, AgentController,
@@ -65,6 +65,8 @@ ERRORS = {
     "422": "Well-formed but refused: e.g. an unknown group, agent, team or ticket type in "
            "the body, ticket fields that do not fit their template, a text over its limit "
            "in UTF-8 bytes",
+    "503": "Redis is unavailable (down, paused or slower than 3 s); `Retry-After` says when "
+           "to try again, the detail says why (code E_REDIS_UNAVAILABLE)",
 }
 
 
@@ -112,8 +114,9 @@ log = logging.getLogger("dispatchd.admin")
 
 
 async def _log_unexpected(exc: Exception, scope: Any) -> None:
-    """A 500 is a bug: log it with its traceback (4xx are the client's business)."""
-    if not isinstance(exc, HTTPException | CommandRejected):
+    """A 500 is a bug: log it with its traceback (4xx are the client's business; Redis
+    being unavailable is logged once per outage, admin.service.RedisWatch)."""
+    if not isinstance(exc, (HTTPException, CommandRejected, *UNAVAILABLE)):
         log.error("admin request failed", exc_info=exc, extra={"fields": {
             "method": scope.get("method"), "path": scope.get("path")}})
 
@@ -125,7 +128,8 @@ def create_app(admin: Admin) -> Litestar:
         dependencies={"admin": Provide(lambda: admin, use_cache=True, sync_to_thread=False)},
         middleware=[DefineMiddleware(BearerAuth)],
         guards=[role_guard, request_guard],  # in this order: 403 before 404/400
-        exception_handlers={CommandRejected: rejected_handler},
+        exception_handlers={CommandRejected: rejected_handler,
+                            **{cls: unavailable_handler for cls in UNAVAILABLE}},
         openapi_config=OpenAPIConfig(
             title="dispatchd admin API",
             version=package_version("dispatchd"),

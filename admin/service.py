@@ -3,12 +3,21 @@ and the one place domain errors become HTTP errors."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+import redis.asyncio as aioredis
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from admin.auth import Principal, Tokens
 from admin.schemas import ActionOut
@@ -38,6 +47,73 @@ STATUS = {
 }
 
 _to_builtins = msgspec.to_builtins
+log = logging.getLogger("dispatchd.admin")
+
+#: How long the admin API waits for Redis: to connect, and for each reply. A server that
+#: is down answers 503 at once; one that is paused (CLIENT PAUSE) or hung, after this.
+REDIS_TIMEOUT_S = 3.0
+#: The ``Retry-After`` of a 503 while Redis is unavailable (seconds).
+RETRY_AFTER_S = 5
+#: Redis failures that make the admin API answer 503: the server is unreachable, paused,
+#: loading its data set (BusyLoadingError is a ConnectionError) or too slow to answer.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+
+
+def own_client(shared: aioredis.Redis) -> aioredis.Redis:
+    """A client to the server of ``shared`` (same address, credentials, TLS) whose waits
+    are bounded by :data:`REDIS_TIMEOUT_S`: the daemon's shared client has no read timeout,
+    since its consumer blocks on XREADGROUP. A command is retried once on a broken
+    connection (a pooled one the server closed), never after a timeout."""
+    pool = shared.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": REDIS_TIMEOUT_S,
+              "socket_connect_timeout": REDIS_TIMEOUT_S,
+              "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+              "retry_on_error": []}
+    kwargs.pop("retry_on_timeout", None)
+    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(
+        connection_class=pool.connection_class, **kwargs))
+
+
+class RedisWatch:
+    """Whether Redis is unavailable to the admin API: the first failure is logged (an
+    error), then nothing until a probe (PING every second) gets an answer, which is
+    logged too. Requests keep trying Redis meanwhile; each failure answers 503."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self.down_since: float | None = None
+        self._probe: asyncio.Task[None] | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.down_since is not None:
+            return
+        self.down_since = time.monotonic()
+        log.error("redis unavailable: the admin API answers 503 until it is back",
+                  extra={"fields": {"error": reason(exc)}})
+        self._probe = asyncio.get_running_loop().create_task(self._wait_until_back())
+
+    async def _wait_until_back(self) -> None:
+        while True:
+            try:
+                await self.redis.ping()
+                break
+            except UNAVAILABLE:
+                await asyncio.sleep(1)
+        assert self.down_since is not None
+        log.info("redis available again", extra={"fields": {
+            "down_s": round(time.monotonic() - self.down_since, 1)}})
+        self.down_since = None
+
+    async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+
+
+def reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 class Conflict(HTTPException):
@@ -52,7 +128,8 @@ class Admin:
     """The admin API's access to the router.
 
     Args:
-        engine: the routing engine (its Redis client is shared).
+        engine: the routing engine; the admin API talks to its server over a client of
+            its own (:func:`own_client`).
         clock: now in ms (injected, so tests control time).
         out_maxlen / audit_maxlen: approximate caps of the outbound and audit streams.
         on_events: called with (tenant, events) after every applied change (metrics).
@@ -67,15 +144,21 @@ class Admin:
         audit_maxlen: int = 100_000,
         on_events: Callable[[str, Sequence[Event]], None] | None = None,
     ) -> None:
-        self.engine = engine
+        # its own client (bounded waits, see own_client) and an engine over it;
         # redis-py types replies as bytes | str; this client (decode_responses=False)
         # always answers bytes, which the views rely on
-        self.redis: Any = engine.redis
+        self.redis: Any = own_client(engine.redis)
+        self.engine = Engine(self.redis)
         self.clock = clock
-        self.tokens = Tokens(engine.redis)
+        self.tokens = Tokens(self.redis)
+        self.watch = RedisWatch(self.redis)
         self.out_maxlen = out_maxlen
         self.audit_maxlen = audit_maxlen
         self.on_events = on_events
+
+    async def aclose(self) -> None:
+        await self.watch.aclose()
+        await self.redis.aclose()
 
     async def require_tenant(self, tenant: str) -> None:
         if not keys.ID_RE.match(tenant) or not await self.redis.sismember(
@@ -161,6 +244,17 @@ def rejected_handler(_: Request[Any, Any, Any], exc: errors.CommandRejected) -> 
     return Response(
         {"status_code": status, "detail": detail, "code": exc.code},
         status_code=status,
+    )
+
+
+def unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """503 while Redis is unreachable, paused or too slow (:data:`UNAVAILABLE`), with
+    ``Retry-After`` and the reason; logged once per outage (:class:`RedisWatch`)."""
+    request.app.state.admin.watch.failed(exc)
+    return Response(
+        {"status_code": 503, "detail": f"redis unavailable: {reason(exc)}",
+         "code": "E_REDIS_UNAVAILABLE"},
+        status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)},
     )
 
 
