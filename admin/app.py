@@ -20,6 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
+    OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
@@ -35,7 +36,13 @@ from admin.routes_agents import AgentController, RuleController
 from admin.routes_config import GroupController, TeamController, TenantController
 from admin.routes_live import LiveController
 from admin.routes_tickets import TicketController, TicketTypeController
-from admin.service import UNAVAILABLE, Admin, rejected_handler, unavailable_handler
+from admin.service import (
+    UNAVAILABLE,
+    Admin,
+    etag_hook,
+    rejected_handler,
+    unavailable_handler,
+)
 from dispatchd.errors import CommandRejected
 
 CONTROLLERS = [TenantController, GroupController, TeamController, AgentController,
@@ -96,18 +103,41 @@ def finish_openapi(app: Litestar) -> None:
     _, exact = msgspec.json.schema_components(ours, ref_template="#/components/schemas/{name}")
     for name, component in exact.items():
         components[name] = component  # a plain dict serialises as it is
+    # what msgspec cannot say (admin.schemas.TransferIn.__post_init__ checks it)
+    components["TransferIn"]["oneOf"] = [  # type: ignore[index]  # a plain dict (above)
+        {"required": [one], "properties": {one: {"type": "string"}, other: {"type": "null"}}}
+        for one, other in (("to_group", "to_agent"), ("to_agent", "to_group"))]
+    versioned = {cls.__name__ for cls in ours
+                 if issubclass(cls, schemas._Out) and "version" in cls.__struct_fields__}
+    versioned.add("RuleOut")  # one rule: its ETag is the version of the rules
     for item in (schema.paths or {}).values():
         for method in ("get", "put", "post", "delete", "patch"):
             op = getattr(item, method, None)
             if op is None:
                 continue
             op.responses = op.responses or {}
+            for status, response in op.responses.items():
+                if status.startswith("2") and _body_name(response) in versioned:
+                    response.headers = {**(response.headers or {}), "ETag": ETAG_HEADER}
             for status, text in ERRORS.items():
                 if status not in op.responses:
                     op.responses[status] = OpenAPIResponse(
                         description=text,
                         content={"application/json": OpenAPIMediaType(schema=_error_schema())},
                     )
+
+
+ETAG_HEADER = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.STRING, examples=['"3"']),
+    description='The resource\'s version as a strong entity tag, `"<version>"`: the value '
+                '`If-Match` takes (for a rule, the version of the rules).')
+
+
+def _body_name(response: Any) -> str | None:
+    """The component name of a response's JSON body (None: not a component)."""
+    media = (getattr(response, "content", None) or {}).get("application/json")
+    ref = getattr(getattr(media, "schema", None), "ref", None)
+    return ref.rsplit("/", 1)[-1] if isinstance(ref, str) else None
 
 
 log = logging.getLogger("dispatchd.admin")
@@ -144,6 +174,7 @@ def create_app(admin: Admin) -> Litestar:
         ),
         state=_state(admin),
         after_exception=[_log_unexpected],
+        after_request=etag_hook,
         debug=False,
         logging_config=None,  # the daemon's logging (JSON lines) stays as it is
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 
@@ -50,7 +51,7 @@ async def check_body(connection: ASGIConnection[Any, Any, Any, Any],
     Litestar's lenient conversion would accept. A number with no fractional part is an
     integer (as in JSON Schema); everything Litestar refuses anyway it reports itself."""
     data = handler.parsed_fn_signature.parameters.get("data")
-    if data is None or connection.scope["type"] != "http":
+    if data is None or connection.scope["type"] != ScopeType.HTTP:
         return
     body = await connection.body()  # type: ignore[attr-defined]  # an HTTP Request
     try:
@@ -64,7 +65,7 @@ async def check_body(connection: ASGIConnection[Any, Any, Any, Any],
         found = _AT.match(str(exc))
         assert found is not None  # the pattern matches every string
         raise ValidationException(
-            detail=f"Validation failed for {connection.scope['method']} "  # type: ignore[typeddict-item]
+            detail=f"Validation failed for {connection.scope['method']} "
                    f"{connection.scope['path']}",
             extra=[{"message": found["message"], "key": found["key"] or "data",
                     "source": "body"}]) from None

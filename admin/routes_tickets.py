@@ -174,8 +174,12 @@ class TicketController(Controller):
         tid = data.id or "tk-" + secrets.token_hex(6)
         check_acting_as(request.user, data.created_by)
         by = data.created_by or request.user.agent or actor_name(request.user)
-        return await self._act(admin, request, tenant, tid, "create",
-                               _create_command(tid, data, by), expect="absent")
+        cmd = _create_command(tid, data, by)
+        if data.order_owner is not None and not await admin.redis.sismember(
+                keys.key("agents", tenant), data.order_owner):
+            await admin.require_tenant(tenant)  # an unknown tenant is 404 first
+            raise errors.AgentUnknown(data.order_owner)  # 422, as any unknown id in a body
+        return await self._act(admin, request, tenant, tid, "create", cmd, expect="absent")
 
     @get("/", summary="Query tickets (supervision)")
     async def list_tickets(

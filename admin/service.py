@@ -205,14 +205,30 @@ class Admin:
 
 
 def if_match(request: Request[Any, Any, Any]) -> int | None:
-    """The version an ``If-Match: "<n>"`` header asks for (400 when malformed)."""
+    """The version an ``If-Match: "<n>"`` header asks for (400 when malformed); ``*``
+    matches any current version (RFC 9110 13.1.1), so it asks for none: the resource
+    must exist, as without the header (404 otherwise)."""
     raw = request.headers.get("if-match")
-    if raw is None:
+    if raw is None or raw.strip() == "*":
         return None
     value = raw.strip().removeprefix("W/").strip('"')
     if not value.isdigit():
         raise HTTPException(status_code=400, detail='If-Match must be a version: "<n>"')
     return int(value)
+
+
+def etag(version: int) -> str:
+    """A resource version as the strong entity tag ``If-Match`` takes back."""
+    return f'"{version}"'
+
+
+async def etag_hook(response: Response[Any]) -> Response[Any]:
+    """``ETag`` on every response whose body is one versioned resource (it has a
+    ``version``): the GETs, and the creates and updates that answer the new body."""
+    version = getattr(response.content, "version", None)
+    if isinstance(version, int) and "etag" not in {k.lower() for k in response.headers}:
+        response.headers["ETag"] = etag(version)
+    return response
 
 
 def within_bytes(text: str, limit: int, where: str) -> None:

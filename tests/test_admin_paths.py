@@ -39,14 +39,14 @@ async def _setup(api: Api, t: str) -> None:
 
 def _routes(api: Api) -> list[tuple[str, str, list[str]]]:
     """(method, path template, path parameter names) of every /v1 route."""
-    out = []
+    out: list[tuple[str, str, list[str]]] = []
     for route in api.app.routes:
         if not isinstance(route, HTTPRoute) or not route.path.startswith("/v1"):
             continue
         names = [p if isinstance(p, str) else p.name for p in route.path_parameters]
         for method in sorted(route.methods):
             if method not in ("OPTIONS", "HEAD"):
-                out.append((method, route.path, names))
+                out.append((getattr(method, "value", method), route.path, names))
     return out
 
 

@@ -67,7 +67,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         yield Served(valkey, http, made[0])
     finally:
         await http.aclose()
-        server.stop()
+        server.stop()  # type: ignore[no-untyped-call]
         await serving
         await admin.aclose()
         await client.aclose()
@@ -129,7 +129,7 @@ async def test_a_paused_server_answers_503_within_the_timeout(served: Served) ->
     try:
         # (CLIENT UNPAUSE would wait behind the pause too: the pause runs out instead)
         pause_s = REDIS_TIMEOUT_S + 2
-        await other.execute_command("CLIENT", "PAUSE", int(pause_s * 1000), "ALL")
+        await other.execute_command("CLIENT", "PAUSE", int(pause_s * 1000), "ALL")  # type: ignore[no-untyped-call]
         started = time.monotonic()
         _unavailable(await served.get())
         took = time.monotonic() - started
