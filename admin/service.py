@@ -46,7 +46,6 @@ STATUS = {
     "E_NOT_TICKET_HANDLER": 409,
 }
 
-_to_builtins = msgspec.to_builtins
 log = logging.getLogger("dispatchd.admin")
 
 #: How long the admin API waits for Redis: to connect, and for each reply. A server that
@@ -244,8 +243,13 @@ def actor_name(who: Principal, limit: int = 256) -> str:
     return who.actor.encode()[:limit].decode(errors="ignore")
 
 
+_event_json = msgspec.json.Decoder(dict[str, Any])
+
+
 def events_json(result: AdminResult) -> list[dict[str, Any]]:
-    return [_to_builtins(e) for e in result.events]
+    """The change's events exactly as appended to ``{T}:out`` (docs/protocol.md): named
+    by ``type`` (a close is ``closed``, as gateways see it), with ``ts``."""
+    return [_event_json.decode(e) for e in result.out]
 
 
 def rejected_handler(_: Request[Any, Any, Any], exc: errors.CommandRejected) -> Response[Any]:

@@ -161,7 +161,8 @@ async def test_assign_without_force_to_a_full_agent_outside_the_group_parks(
     await _queued(api, t)
     out = await api.ok("POST", f"{base(t)}/sessions/s1/assign",
                        json={"agent": "bob", "force": False})
-    assert [e["event"] for e in out["events"]] == ["transferred", "queued"]
+    assert [e["type"] for e in out["events"]] == ["transferred", "queued"]
+    assert out["events"][1]["parked_with"] == "bob"
     s1 = await api.ok("GET", f"{base(t)}/sessions/s1")
     assert (s1["state"], s1["parked_with"], s1["agent"]) == ("queued", "bob", None)
     bob = await api.ok("GET", f"{base(t)}/agents/bob")
