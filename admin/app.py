@@ -32,12 +32,19 @@ from litestar.routes import HTTPRoute
 
 from admin import schemas
 from admin.auth import BearerAuth, role_guard
+from admin.checks import request_guard
 from admin.routes_access import AuditController, TokenController
 from admin.routes_agents import AgentController, RuleController
 from admin.routes_config import GroupController, TeamController, TenantController
 from admin.routes_live import LiveController
 from admin.routes_tickets import TicketController, TicketTypeController
-from admin.service import Admin, rejected_handler
+from admin.service import (
+    UNAVAILABLE,
+    Admin,
+    etag_hook,
+    rejected_handler,
+    unavailable_handler,
+)
 from dispatchd.errors import CommandRejected
 
 CONTROLLERS = [TenantController, GroupController, TeamController, AgentController,
@@ -69,6 +76,8 @@ ERRORS = {
     "422": "Well-formed but refused: e.g. an unknown group, agent, team, tenant or ticket type in "
            "the body, ticket fields that do not fit their template, a text over its limit "
            "in UTF-8 bytes",
+    "503": "Redis is unavailable (down, paused or slower than 3 s); `Retry-After` says when "
+           "to try again, the detail says why (code E_REDIS_UNAVAILABLE)",
 }
 
 
@@ -98,12 +107,22 @@ def finish_openapi(app: Litestar) -> None:
     _, exact = msgspec.json.schema_components(ours, ref_template="#/components/schemas/{name}")
     for name, component in exact.items():
         components[name] = component  # a plain dict serialises as it is
+    # what msgspec cannot say (admin.schemas.TransferIn.__post_init__ checks it)
+    components["TransferIn"]["oneOf"] = [  # type: ignore[index]  # a plain dict (above)
+        {"required": [one], "properties": {one: {"type": "string"}, other: {"type": "null"}}}
+        for one, other in (("to_group", "to_agent"), ("to_agent", "to_group"))]
+    versioned = {cls.__name__ for cls in ours
+                 if issubclass(cls, schemas._Out) and "version" in cls.__struct_fields__}
+    versioned.add("RuleOut")  # one rule: its ETag is the version of the rules
     for item in (schema.paths or {}).values():
         for method in ("get", "put", "post", "delete", "patch"):
             op = getattr(item, method, None)
             if op is None:
                 continue
             op.responses = op.responses or {}
+            for status, response in op.responses.items():
+                if status.startswith("2") and _body_name(response) in versioned:
+                    response.headers = {**(response.headers or {}), "ETag": ETAG_HEADER}
             for status, text in ERRORS.items():
                 if status not in op.responses:
                     op.responses[status] = OpenAPIResponse(
@@ -111,6 +130,19 @@ def finish_openapi(app: Litestar) -> None:
                         content={"application/json": OpenAPIMediaType(schema=_error_schema())},
                         headers=_challenge() if status == "401" else None,
                     )
+
+
+ETAG_HEADER = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.STRING, examples=['"3"']),
+    description='The resource\'s version as a strong entity tag, `"<version>"`: the value '
+                '`If-Match` takes (for a rule, the version of the rules).')
+
+
+def _body_name(response: Any) -> str | None:
+    """The component name of a response's JSON body (None: not a component)."""
+    media = (getattr(response, "content", None) or {}).get("application/json")
+    ref = getattr(getattr(media, "schema", None), "ref", None)
+    return ref.rsplit("/", 1)[-1] if isinstance(ref, str) else None
 
 
 log = logging.getLogger("dispatchd.admin")
@@ -125,8 +157,9 @@ def _challenge() -> dict[str, OpenAPIHeader | Reference]:
 
 async def _log_unexpected(exc: Exception, scope: Any) -> None:
     """A 5xx is a bug: log it with its traceback, Litestar's own 500s (an
-    ``HTTPException``) too; 4xx are the client's business."""
-    expected = isinstance(exc, CommandRejected) or (
+    ``HTTPException``) too; 4xx are the client's business, and Redis being unavailable
+    (503) is logged once per outage (admin.service.RedisWatch)."""
+    expected = isinstance(exc, (CommandRejected, *UNAVAILABLE)) or (
         isinstance(exc, HTTPException) and exc.status_code < 500)
     if not expected:
         log.error("admin request failed", exc_info=exc, extra={"fields": {
@@ -141,8 +174,9 @@ def create_app(admin: Admin) -> Litestar:
         # OPTIONS too (Litestar exempts it by default, and the guard then failed on a
         # missing user: a 500 on every route)
         middleware=[DefineMiddleware(BearerAuth, exclude_http_methods=[])],
-        guards=[role_guard],
-        exception_handlers={CommandRejected: rejected_handler},
+        guards=[role_guard, request_guard],  # in this order: 403 before 404/400
+        exception_handlers={CommandRejected: rejected_handler,
+                            **{cls: unavailable_handler for cls in UNAVAILABLE}},
         openapi_config=OpenAPIConfig(
             title="dispatchd admin API",
             version=package_version("dispatchd"),
@@ -158,6 +192,7 @@ def create_app(admin: Admin) -> Litestar:
         state=_state(admin),
         after_exception=[_log_unexpected],
         before_request=_answer_options,
+        after_request=etag_hook,
         debug=False,
         logging_config=None,  # the daemon's logging (JSON lines) stays as it is
     )

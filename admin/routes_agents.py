@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post, put
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.exceptions import NotFoundException
 
 from admin import schemas as s
 from admin import views
 from admin.routes_config import ADMIN, Cursor, Limit
-from admin.service import ActionResult, Admin, Conflict, Unprocessable, if_match, within_bytes
+from admin.service import (
+    ActionResult,
+    Admin,
+    Conflict,
+    Unprocessable,
+    etag,
+    if_match,
+    within_bytes,
+)
 from dispatchd import keys
 from dispatchd.errors import VersionMismatch
 
@@ -166,10 +174,12 @@ class RuleController(Controller):
         raise Conflict(detail="rules keep changing; try again")
 
     @get("/{name:str}", summary="Get one routing rule")
-    async def get_rule(self, admin: Admin, tenant: str, name: str) -> s.RuleOut:
+    async def get_rule(self, admin: Admin, tenant: str, name: str) -> Response[s.RuleOut]:
+        """Its ``ETag`` is the version of the rules, which If-Match on the rule takes."""
         await admin.require_tenant(tenant)
-        rules, _ = await self._current(admin, tenant)
-        return views.rule_out(rules[_index(rules, name)])
+        rules, ver = await self._current(admin, tenant)
+        return Response(views.rule_out(rules[_index(rules, name)]),
+                        headers={"ETag": etag(ver)})
 
     @post("/", summary="Add a routing rule", opt=ADMIN)
     async def create_rule(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
@@ -191,14 +201,15 @@ class RuleController(Controller):
 
         return await self._edit(admin, request, tenant, "update_rule", edit)
 
-    @delete("/{name:str}", summary="Delete one routing rule", opt=ADMIN, status_code=200)
+    @delete("/{name:str}", summary="Delete one routing rule", opt=ADMIN)
     async def delete_rule(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
-                          name: str) -> s.RulesOut:
+                          name: str) -> None:
+        """204, like every DELETE (GET the rules for their new version)."""
         def edit(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
             at = _index(rules, name)
             return [*rules[:at], *rules[at + 1:]]
 
-        return await self._edit(admin, request, tenant, "delete_rule", edit)
+        await self._edit(admin, request, tenant, "delete_rule", edit)
 
 
 def _index(rules: list[dict[str, Any]], name: str) -> int:

@@ -21,7 +21,7 @@ from admin import views
 from admin.auth import check_acting_as, has_role
 from admin.routes_config import ADMIN, Cursor, Limit
 from admin.service import Admin, Unprocessable, actor_name, events_json, if_match, within_bytes
-from dispatchd import keys, tickets
+from dispatchd import errors, keys, tickets
 
 AGENT = {"role": "agent"}
 SUPERVISOR = {"role": "supervisor"}
@@ -148,7 +148,7 @@ class TicketController(Controller):
     async def _ticket(admin: Admin, tenant: str, tid: str) -> ts.TicketOut:
         view = await tickets.get_ticket(admin.redis, tenant, tid)
         if view is None:
-            raise NotFoundException(f"ticket {tid} not found")
+            raise errors.TicketUnknown(tid)
         return (await views.tickets_out(admin.redis, tenant, [view]))[0]
 
     async def _act(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
@@ -157,8 +157,11 @@ class TicketController(Controller):
         """One audited change of ticket ``tid``; the ticket itself is checked first
         (``expect``: present, 404 otherwise; absent, 409 otherwise)."""
         await admin.require_tenant(tenant)
-        result = await admin.change(tenant, request.user, action, "ticket", tid, cmd=cmd,
-                                    snap=[["ticket", tid, ""]], expect=expect)
+        try:
+            result = await admin.change(tenant, request.user, action, "ticket", tid, cmd=cmd,
+                                        snap=[["ticket", tid, ""]], expect=expect)
+        except errors.NotFound:  # the ticket in the path, as docs/tickets.md names it
+            raise errors.TicketUnknown(tid) from None
         return ts.TicketActionOut(ticket=await self._ticket(admin, tenant, tid),
                                  events=events_json(result), audit=result.audit)
 
@@ -171,8 +174,12 @@ class TicketController(Controller):
         tid = data.id or "tk-" + secrets.token_hex(6)
         check_acting_as(request.user, data.created_by)
         by = data.created_by or request.user.agent or actor_name(request.user)
-        return await self._act(admin, request, tenant, tid, "create",
-                               _create_command(tid, data, by), expect="absent")
+        cmd = _create_command(tid, data, by)
+        if data.order_owner is not None and not await admin.redis.sismember(
+                keys.key("agents", tenant), data.order_owner):
+            await admin.require_tenant(tenant)  # an unknown tenant is 404 first
+            raise errors.AgentUnknown(data.order_owner)  # 422, as any unknown id in a body
+        return await self._act(admin, request, tenant, tid, "create", cmd, expect="absent")
 
     @get("/", summary="Query tickets (supervision)")
     async def list_tickets(
@@ -209,7 +216,7 @@ class TicketController(Controller):
         is purged (the tenant's ticket_retention_ms after it closed)."""
         await admin.require_tenant(tenant)
         if not await admin.redis.exists(keys.key("ticket", tenant, ticket)):
-            raise NotFoundException(f"ticket {ticket} not found")
+            raise errors.TicketUnknown(ticket)
         return ts.TicketHistoryOut(
             events=await tickets.get_history(admin.redis, tenant, ticket))
 

@@ -75,7 +75,9 @@ class Shift(_In, frozen=True, kw_only=True):
 class ServiceHours(_In, frozen=True, kw_only=True):
     time_zone: Annotated[str, Meta(min_length=1, max_length=64, examples=["Asia/Shanghai"])]
     """IANA time zone; shifts are local wall-clock times, so DST is followed."""
-    weekly: Annotated[list[Shift], Meta(max_length=64)] = []
+    weekly: Annotated[list[Shift], Meta(min_length=1, max_length=64)]
+    """At least one shift: hours with no shift would hold every ticket for good (no
+    service hours at all, ``service_hours: null``, means always in service)."""
     closed_dates: Annotated[
         list[Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]], Meta(max_length=366)
     ] = []
@@ -325,9 +327,16 @@ class AssignIn(_In, frozen=True, kw_only=True):
 
 
 class TransferIn(_In, frozen=True, kw_only=True):
+    """Exactly one of ``to_group`` and ``to_agent`` (400 otherwise; the OpenAPI
+    document says so with a ``oneOf``)."""
+
     to_group: Id | None = None
     to_agent: Id | None = None
     force: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.to_group is None) == (self.to_agent is None):
+            raise ValueError("exactly one of to_group and to_agent")
 
 
 class CloseIn(_In, frozen=True, kw_only=True):

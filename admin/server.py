@@ -73,6 +73,7 @@ def admin_loop(
                 raise RuntimeError("admin API server stopped unexpectedly")
             server.stop()  # type: ignore[no-untyped-call]
             await serving
+            await admin.aclose()
 
         return run
 

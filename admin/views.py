@@ -75,7 +75,12 @@ def group_out(gid: str, raw: dict[bytes, bytes], version: int, now_ms: int) -> s
     hours = meta.get("service_hours")
     if hours:  # Lua's msgpack writes an empty list as an empty map
         hours = {k: [] if v == {} else v for k, v in hours.items()}
-    service_hours = msgspec.convert(hours, s.ServiceHours) if hours else None
+    service_hours = None
+    if hours and not hours.get("weekly"):  # stored before a shift was required
+        service_hours = s.ServiceHours(time_zone=hours["time_zone"], weekly=[],
+                                       closed_dates=hours.get("closed_dates") or [])
+    elif hours:
+        service_hours = msgspec.convert(hours, s.ServiceHours)
     return s.GroupOut(
         id=gid,
         **{name: meta.get(name, "") for name in GROUP_META},

@@ -105,6 +105,8 @@ class AdminResult(msgspec.Struct, frozen=True):
     events: list[Event]
     version: int
     audit: str
+    out: list[str] = []
+    """The events as appended to the outbound stream (JSON, docs/protocol.md)."""
 
 
 _admin_result = msgspec.msgpack.Decoder(AdminResult)

@@ -97,6 +97,7 @@ async def api(engine: Engine) -> AsyncIterator[Api]:
         await client.http.aclose()
         server.stop()
         await serving
+        await admin.aclose()
 
 
 @pytest.fixture

@@ -357,11 +357,11 @@ async def test_assign_over_capacity_is_forced_and_audited(api: Api, atenant: str
     api.clock.now = T0 + 3 * S
     body = await api.ok("POST", f"{base(t)}/sessions/s2/assign", role="supervisor",
                         json={"agent": "ann"}, status=200)
-    assert [(e["event"], e.get("via")) for e in body["events"]] == [
+    assert [(e["type"], e.get("via")) for e in body["events"]] == [
         ("transferred", None), ("assigned", "forced")]
     ann = await api.ok("GET", f"{base(t)}/agents/ann")
     assert (ann["capacity"], ann["load"], ann["sessions"]) == (1, 2, ["s1", "s2"])
-    assert await out.new() == [
+    assert body["events"] == await out.new() == [
         {"type": "transferred", "session": "s2", "from_group": "g", "to_group": "g",
          "to_agent": "ann", "ts": T0 + 3 * S},
         {"type": "assigned", "session": "s2", "agent": "ann", "group": "g", "tier": 0,
@@ -398,7 +398,7 @@ async def test_assign_refusals(api: Api, atenant: str) -> None:
     r = await api.call("POST", f"{path}/s2/assign", role="viewer", json={"agent": "ann"})
     assert r.status_code == 403
     r = await api.call("POST", f"{path}/s2/transfer", role="supervisor", json={})
-    assert r.status_code == 422 and r.json()["code"] == "E_BAD_ARG"
+    assert r.status_code == 400 and "exactly one of to_group and to_agent" in r.text
     r = await api.call("POST", f"{path}/s2/transfer", role="supervisor", json={"to_group": "zz"})
     assert r.status_code == 422 and r.json()["detail"] == "unknown group: zz"
     assert len((await api.ok("GET", f"{base(t)}/audit?limit=1000"))["items"]) == n
@@ -487,8 +487,9 @@ async def test_close_queued_and_assigned_sessions(api: Api, atenant: str) -> Non
     api.clock.now = T0 + 6 * S
     body = await api.ok("POST", f"{path}/s1/close", role="supervisor",
                         json={"reason": "callback", "note": "call back at 5"})
-    assert [e["event"] for e in body["events"]] == ["callback_requested", "released", "assigned"]
-    assert await out.new() == [
+    # the answer is what {t}:out got: the close is `closed`, as gateways see it
+    assert [e["type"] for e in body["events"]] == ["callback_requested", "closed", "assigned"]
+    assert body["events"] == await out.new() == [
         {"type": "callback_requested", "session": "s1", "agent": "ann", "group": "g",
          "note": "call back at 5", "ts": T0 + 6 * S},
         {"type": "closed", "session": "s1", "agent": "ann", "reason": "callback",

@@ -98,8 +98,19 @@ async def tick(api: Api, t: str, at: int) -> list[dict[str, Any]]:
 
 
 def assigned(events: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
-    return [(e["agent"], e["reason"], e["previous_agent"]) for e in events
-            if e["event"] == "ticket_assigned"]
+    return [(e["agent"], e["reason"], e.get("previous_agent")) for e in events
+            if e.get("event", e.get("type")) == "ticket_assigned"]
+
+
+def sent(ts: int, event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` (the router's form: named by ``event``) as appended to {t}:out, as the
+    actions answer it: named by ``type``, the ticket's type as ``ticket_type``, nulls
+    left out, with ``ts``."""
+    out = {k: v for k, v in event.items() if v is not None and k not in ("event", "type")}
+    out["type"] = event["event"]
+    if "type" in event:
+        out["ticket_type"] = event["type"]
+    return {**out, "ts": ts}
 
 
 # ---------------------------------------------------------------------------- ticket types
@@ -203,12 +214,12 @@ async def test_create_view_and_history(api: Api, atenant: str) -> None:
     tid = body["ticket"]["id"]
     assert tid.startswith("tk-") and len(tid) == 15 and int(tid[3:], 16) >= 0
     by = await actor(api, "agent")
-    assert body["events"] == [
+    assert body["events"] == [sent(api.clock.now, e) for e in [
         {"event": "ticket_created", "ticket": tid, "type": "refund", "group": "g", "by": by,
          "priority": 3, "order_id": "o1", "title": "Refund order 1"},
         {"event": "ticket_assigned", "ticket": tid, "group": "g", "agent": "ann",
          "via": "balanced", "reason": "created", "wait_ms": 0, "previous_agent": None,
-         "by": None}]
+         "by": None}]]
     assert body["ticket"] == await ticket(api, t, tid) == {
         "id": tid, "type": "refund", "state": "assigned", "group": "g", "agent": "ann",
         "order_id": "o1", "priority": 3, "title": "Refund order 1",
@@ -317,8 +328,9 @@ async def test_handler_actions_and_their_refusals(api: Api, atenant: str) -> Non
     assert (body["code"], body["detail"]) == ("E_NOT_TICKET_HANDLER", "E_NOT_TICKET_HANDLER ann")
     api.clock.now = T0 + 10 * S
     out = await act(api, t, "t1", "respond", agent="ann")
-    assert out["events"] == [{"event": "ticket_responded", "ticket": "t1", "group": "g",
-                              "agent": "ann", "note": None, "first_response_ms": 10 * S}]
+    assert out["events"] == [sent(T0 + 10 * S, {
+        "event": "ticket_responded", "ticket": "t1", "group": "g", "agent": "ann",
+        "note": None, "first_response_ms": 10 * S})]
     assert (out["ticket"]["state"], out["ticket"]["first_response_ms"]) == ("in_progress", 10 * S)
 
     await refused(api, "POST", f"{path}/forward", 409, role="agent", agent="bob", to_group="h")
@@ -330,12 +342,12 @@ async def test_handler_actions_and_their_refusals(api: Api, atenant: str) -> Non
     assert body["detail"] == "unknown group: zz"
     api.clock.now = T0 + 30 * S
     out = await act(api, t, "t1", "forward", agent="ann", to_group="h", note="billing")
-    assert [e["event"] for e in out["events"]] == ["ticket_forwarded", "ticket_assigned"]
+    assert [e["type"] for e in out["events"]] == ["ticket_forwarded", "ticket_assigned"]
     assert (out["ticket"]["group"], out["ticket"]["agent"], out["ticket"]["state"]) == (
         "h", "bob", "assigned")
     api.clock.now = T0 + 50 * S
     out = await act(api, t, "t1", "forward", agent="bob", to_group="g", note="back")
-    assert [e["event"] for e in out["events"]] == [
+    assert [e["type"] for e in out["events"]] == [
         "ticket_forwarded", "ticket_loop", "ticket_assigned"]
     view = out["ticket"]
     assert view["path"] == ["g", "h", "g"] and view["agent"] == "ann"
@@ -350,10 +362,10 @@ async def test_handler_actions_and_their_refusals(api: Api, atenant: str) -> Non
     await refused(api, "POST", f"{path}/close", 400, role="agent", agent="ann", resolution="")
     api.clock.now = T0 + 90 * S
     out = await act(api, t, "t1", "close", agent="ann", resolution="refunded")
-    assert out["events"] == [{"event": "ticket_closed", "ticket": "t1", "group": "g",
-                              "type": "refund", "agent": "ann", "by": "ann",
-                              "resolution": "refunded", "resolution_ms": 90 * S, "hops": 2,
-                              "breached": None}]
+    assert out["events"] == [sent(T0 + 90 * S, {
+        "event": "ticket_closed", "ticket": "t1", "group": "g", "type": "refund",
+        "agent": "ann", "by": "ann", "resolution": "refunded", "resolution_ms": 90 * S,
+        "hops": 2, "breached": None})]
     view = out["ticket"]
     assert (view["state"], view["closed_ms"], view["closed_by"], view["resolution"],
             view["resolution_ms"], view["agent"]) == (
@@ -394,9 +406,10 @@ async def test_roles_and_supervisor_actions(api: Api, atenant: str) -> None:
 
     api.clock.now = T0 + 7 * S
     out = await act(api, t, "t1", "assign", role="supervisor", agent="bob")
-    assert out["events"] == [{"event": "ticket_assigned", "ticket": "t1", "group": "g",
-                              "agent": "bob", "via": "manual", "reason": "manual",
-                              "wait_ms": 7 * S, "previous_agent": "ann", "by": supervisor}]
+    assert out["events"] == [sent(T0 + 7 * S, {
+        "event": "ticket_assigned", "ticket": "t1", "group": "g", "agent": "bob",
+        "via": "manual", "reason": "manual", "wait_ms": 7 * S, "previous_agent": "ann",
+        "by": supervisor})]
     assert (out["ticket"]["agent"], out["ticket"]["assigned_ms"]) == ("bob", T0 + 7 * S)
     entry = (await audit(api, t, "&action=assign"))[0]
     assert entry["id"] == out["audit"]
@@ -491,8 +504,9 @@ async def test_group_ticket_settings_and_service_hours(api: Api, atenant: str) -
 
     # outside its hours: held until 09:00 Shanghai, then released to a member
     body = await create(api, t, "t1")
-    assert body["events"][1] == {"event": "ticket_held", "ticket": "t1", "group": "g",
-                                 "reason": "created", "until_ms": T0 + OPENS}
+    assert body["events"][1] == sent(api.clock.now, {
+        "event": "ticket_held", "ticket": "t1", "group": "g", "reason": "created",
+        "until_ms": T0 + OPENS})
     assert body["ticket"]["state"] == "held"
     assert assigned(await tick(api, t, T0 + OPENS - 1)) == []
     assert assigned(await tick(api, t, T0 + OPENS)) == [("ann", "shift_start", None)]

@@ -24,7 +24,8 @@
   ARGV[2] change       msgpack map {actor, role, action, resource, id, expect?, version?,
                        state?, team?, team_unused?, cmd?, writes=[], snap=[], out_maxlen,
                        audit_maxlen}
-  Returns: msgpack {events = [...], version = n, audit = "<audit stream id>"}
+  Returns: msgpack {events = [...], out = [JSON of each event as appended to {t}:out],
+                   version = n, audit = "<audit stream id>"}
   Errors:  "E_NOT_FOUND <resource> <id>", "E_EXISTS <resource> <id>",
            "E_VERSION <current>", "E_SESSION_STATE <state>", "E_TEAM_UNKNOWN <id>",
            "E_TEAM_IN_USE <agents>", "E_BAD_ARG <field>", and those of cmd's transition
@@ -93,14 +94,16 @@ local function team_unused(team)
   end
 end
 
+-- Append the events to {t}:out; returns their JSON as appended (what the API answers).
 local function publish(events, now, maxlen)
-  local sessions = {}
-  for _, e in ipairs(events) do
+  local sessions, out = {}, {}
+  for i, e in ipairs(events) do
     local copy = {}
     for k, v in pairs(e) do copy[k] = v end
-    call("XADD", K.outbound(), "MAXLEN", "~", maxlen, "*", "json",
-      (L.outbound(copy, now, nil, sessions))) -- (): its JSON only, not the session info
+    out[i] = (L.outbound(copy, now, nil, sessions)) -- (): its JSON only, not the session info
+    call("XADD", K.outbound(), "MAXLEN", "~", maxlen, "*", "json", out[i])
   end
+  return out
 end
 
 function L.admin(now_arg, packed)
@@ -143,8 +146,8 @@ function L.admin(now_arg, packed)
       "resource", c.resource, "id", c.id, "version", version,
       "cmd", cmsgpack.pack(c.cmd or {}), "before", cmsgpack.pack(before),
       "after", cmsgpack.pack(snapshot(c.snap)), "events", #events)
-    publish(events, now, c.out_maxlen)
-    return {events = events, version = version, audit = audit}
+    local out = publish(events, now, c.out_maxlen)
+    return {events = events, out = out, version = version, audit = audit}
   end)
   if not ok then return redis.error_reply(L.error_text(res)) end
   return cmsgpack.pack(res)
