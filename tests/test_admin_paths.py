@@ -55,7 +55,8 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 
 VALID = {"tenant": "", "group": "g1", "agent": "a1", "team": "tm1", "name": "r1",
-         "session": "s1", "ticket_type": "tt1", "ticket": "tk1", "token_id": "abc"}
+         "session": "s1", "ticket_type": "tt1", "ticket": "tk1", "token_id": "abc",
+         "tenant_id": "t1", "deleted_ms": "1"}
 
 
 async def test_every_route_answers_a_malformed_path_id_with_404(api: Api, atenant: str) -> None:
