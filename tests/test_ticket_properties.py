@@ -38,7 +38,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import msgspec
-import pytest
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
