@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from event_schema import check_event
 
 from dispatchd import keys, protocol
 from dispatchd.client import GatewayClient
@@ -219,6 +220,7 @@ async def read_events(
         rows = await redis.xrange(key, min=start, count=count or 10_000)
         for eid, fields in rows:
             event = protocol.decode_event({_s(k).encode(): v for k, v in fields.items()})
+            check_event(event)  # every event any gateway test reads fits docs/protocol.md
             event["_entry"] = _s(eid)
             out.append(event)
         if not rows or count is not None:

@@ -80,8 +80,11 @@ local function outbound(e, now, cmd_id, sessions)
       e.state, e.reason = info[2] or "closed", e.reason or info[3] or nil
     end
   end
-  if (e.type == "queued" or e.type == "position") and not e.parked_with then
-    e.eta_ms = L.eta(e.group, e.position, e.wait_ms or 0, now) or cjson.null
+  -- every key the protocol table lists without "?" is present: eta_ms is null for a
+  -- customer parked with an agent (no group rate applies) or a group with no rate
+  if e.type == "queued" or e.type == "position" then
+    e.eta_ms = not e.parked_with and L.eta(e.group, e.position, e.wait_ms or 0, now)
+      or cjson.null
   end
   local ok, json = pcall(cjson.encode, e)
   if not ok then -- a bug, but the batch must go on: say so instead of the event
