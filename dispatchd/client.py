@@ -7,7 +7,8 @@
 
 Every command method returns the command id it sent (a fresh UUID unless you pass
 ``id=``); resending the same id is how a gateway retries safely — the daemon applies a
-command id at most once. Events are plain dicts (the JSON objects of the outbound
+command id at most once, and answers a repeat of an applied one with a ``duplicate``
+event. Events are plain dicts (the JSON objects of the outbound
 stream) with the stream entry id added as ``"_entry"``.
 """
 

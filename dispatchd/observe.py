@@ -209,8 +209,8 @@ def _record_ticket_times(tenant: str, stats: BatchStats) -> None:
 
 
 def record_call(seconds: float) -> None:
-    """One pipelined round trip of ``gateway_batch`` calls took ``seconds``."""
-    metrics.LUA_CALL.observe(("gateway_batch",), seconds)
+    """One consumer round trip (its ``gateway_batch`` calls and the read) took ``seconds``."""
+    metrics.ROUND_TRIP.observe((), seconds)
 
 
 def record_lease(tenant: str, held: bool) -> None:

@@ -144,8 +144,8 @@ class Sampler:
         t = (tenant,)
         # stream ids carry the server's wall clock, whatever the daemon's clock is
         self._streams(t, info, length, oldest, time.time() * 1000, snap)
-        snap["dead_letter_entries"].append((t, float(_int(dead))))
-        snap["overdue_tickets"].append((t, float(_int(overdue))))
+        snap["dead_letter_stream_length"].append((t, float(_int(dead))))
+        snap["tickets_overdue_now"].append((t, float(_int(overdue))))
         self._agent_totals(t, _counts(totals), snap)
         open_tickets = {_s(g): _int(n) for g, n in (open_raw or {}).items()}
         await self._groups(tenant, sorted(_s(g) for g in _set(groups_raw)), open_tickets,

@@ -12,7 +12,7 @@
 OPS.agent_message = function(now, a)
   local s = L.live_session(a.session)
   local agent = L.id(a.agent, "agent")
-  if s.st ~= "assigned" then L.fail("E_SESSION_STATE", s.st) end
+  if s.st ~= "assigned" then L.fail("E_SESSION_STATE", L.state_name(s)) end
   L.check_session_agent(s, agent, true)
 
   local ev = {}

@@ -7,7 +7,7 @@
   ARGV[2] command      msgpack map {session, reason="closed", note=""}
   Returns: msgpack [{event="callback_requested"...}?, {event="released"|"abandoned"...}, ...]
   Errors:  "E_BAD_ID session", "E_BAD_ARG <field>", "E_SESSION_UNKNOWN <id>",
-           "E_SESSION_STATE closed"
+           "E_SESSION_STATE closed|system_closed"
 ]]
 OPS.close_session = function(now, a)
   local s = L.live_session(a.session)

@@ -12,7 +12,7 @@
 OPS.confirm_close = function(now, a)
   local s = L.live_session(a.session)
   if type(a.resolved) ~= "boolean" then L.fail("E_BAD_ARG", "resolved") end
-  if s.ph ~= "pending_confirm" then L.fail("E_SESSION_STATE", s.ph) end
+  if s.ph ~= "pending_confirm" then L.fail("E_SESSION_STATE", L.state_name(s)) end
 
   local ev = {}
   if a.resolved then

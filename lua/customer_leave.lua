@@ -5,7 +5,7 @@
   ARGV[1] now_ms       int    caller's clock
   ARGV[2] command      msgpack map {session}
   Returns: msgpack [{event="abandoned"...}] or [{event="released"...}, assigned...]
-  Errors:  "E_BAD_ID session", "E_SESSION_UNKNOWN <id>", "E_SESSION_STATE closed"
+  Errors:  "E_BAD_ID session", "E_SESSION_UNKNOWN <id>", "E_SESSION_STATE closed|system_closed"
 ]]
 OPS.customer_leave = function(now, a)
   local s = L.live_session(a.session)

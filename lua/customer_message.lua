@@ -7,7 +7,7 @@
   ARGV[2] command      msgpack map {session}
   Returns: msgpack [{event="state_changed", session, from, to}] and/or reactivated /
            queued / assigned events; [] when nothing changes
-  Errors:  "E_BAD_ID session", "E_SESSION_UNKNOWN <id>", "E_SESSION_STATE closed"
+  Errors:  "E_BAD_ID session", "E_SESSION_UNKNOWN <id>", "E_SESSION_STATE closed|system_closed"
 ]]
 OPS.customer_message = function(now, a)
   local s = L.live_session(a.session)

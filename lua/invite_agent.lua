@@ -12,7 +12,7 @@
 OPS.invite_agent = function(now, a)
   local s = L.live_session(a.session)
   local id = L.id(a.agent, "agent")
-  if s.st ~= "assigned" then L.fail("E_SESSION_STATE", s.st) end
+  if s.st ~= "assigned" then L.fail("E_SESSION_STATE", L.state_name(s)) end
   local ag = L.agent(id)
   if not ag then L.fail("E_AGENT_UNKNOWN", id) end
   if ag.st == "offline" then L.fail("E_AGENT_OFFLINE", id) end

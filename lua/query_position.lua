@@ -9,6 +9,6 @@
 ]]
 OPS.query_position = function(now, a)
   local s = L.live_session(a.session)
-  if s.st ~= "queued" then L.fail("E_SESSION_STATE", s.st) end
+  if s.st ~= "queued" then L.fail("E_SESSION_STATE", L.state_name(s)) end
   return {L.position_event(s, now)}
 end

@@ -12,7 +12,7 @@ OPS.request_close = function(now, a)
   local s = L.live_session(a.session)
   local agent = L.id(a.agent, "agent")
   if s.st ~= "assigned" or (s.ph ~= "waiting_agent" and s.ph ~= "waiting_customer") then
-    L.fail("E_SESSION_STATE", s.ph)
+    L.fail("E_SESSION_STATE", L.state_name(s))
   end
   L.check_session_agent(s, agent, false)
 

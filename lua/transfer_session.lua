@@ -24,7 +24,7 @@ OPS.transfer_session = function(now, a)
   end
   local s = L.session(sid)
   if not s then L.fail("E_SESSION_UNKNOWN", sid) end
-  if s.st ~= "queued" and s.st ~= "assigned" then L.fail("E_SESSION_STATE", s.st) end
+  if s.st ~= "queued" and s.st ~= "assigned" then L.fail("E_SESSION_STATE", L.state_name(s)) end
   local target
   if to_group then
     if not L.group(to_group) then L.fail("E_GROUP_UNKNOWN", to_group) end

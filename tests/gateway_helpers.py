@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from event_schema import check_event
 
 from dispatchd import keys, protocol
 from dispatchd.client import GatewayClient
@@ -219,6 +220,7 @@ async def read_events(
         rows = await redis.xrange(key, min=start, count=count or 10_000)
         for eid, fields in rows:
             event = protocol.decode_event({_s(k).encode(): v for k, v in fields.items()})
+            check_event(event)  # every event any gateway test reads fits docs/protocol.md
             event["_entry"] = _s(eid)
             out.append(event)
         if not rows or count is not None:
@@ -344,7 +346,8 @@ def check_exactly_once(
     Each command's events are one contiguous block, blocks in first-send order; an
     arrival is exactly one ``assigned`` or ``queued`` of its session; a release is the
     ``closed`` of its session then ``assigned`` events of the customers the freed agent
-    took. A session is assigned at most once, nothing follows its ``closed``.
+    took. A session is assigned at most once, nothing follows its ``closed``. Every entry
+    sent again gets one ``duplicate`` event, after its command was applied.
 
     Returns:
         session -> (final state, agent): ("queued", None), ("assigned", agent) or
@@ -353,9 +356,16 @@ def check_exactly_once(
     errors = [e for e in events if e["type"] == "error"]
     assert errors == [], errors[:5]
     blocks: list[tuple[str, list[dict[str, Any]]]] = []
+    applied: set[str] = set()
+    duplicates = 0
     for e in events:
         cmd = e.get("cmd")
         assert cmd is not None, f"event without a command: {e}"
+        if e["type"] == "duplicate":  # a resent entry: its command was applied before
+            assert cmd in applied, f"duplicate of a command not applied yet: {e}"
+            duplicates += 1
+            continue
+        applied.add(cmd)
         if blocks and blocks[-1][0] == cmd:
             blocks[-1][1].append(e)
         else:
@@ -366,6 +376,7 @@ def check_exactly_once(
     missing = [c for c in wl.order if c not in set(seen)]
     assert missing == [], f"commands never applied: {missing[:10]}"
     assert seen == wl.order, "commands applied out of order"
+    assert duplicates == wl.duplicates, (duplicates, wl.duplicates)
 
     state: dict[str, tuple[str, str | None]] = {}
     for cmd, evs in blocks:

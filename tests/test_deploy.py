@@ -67,8 +67,29 @@ def test_every_alert_has_unit_tests_and_a_runbook():
         name = rule["alert"]
         assert name in firing and name in quiet, f"{name}: needs a firing and a quiet case"
         notes = rule["annotations"]
-        assert {"summary", "description", "runbook"} <= set(notes), name
+        assert set(notes) == {"summary", "description", "runbook_url"}, name
         assert rule["labels"]["severity"] in ("page", "warning"), name
+
+
+def test_every_alert_links_its_runbook_section():
+    """runbook_url (the convention, not free text) points at the alert's own section of
+    docs/metrics.md, which has the steps."""
+    doc = (REPO / "docs" / "metrics.md").read_text()
+    runbooks = doc[doc.index("\n## Runbooks\n"):]
+    sections = re.findall(r"^### (\w+)\n\n(.+?)(?=^### |\Z)", runbooks, re.M | re.S)
+    steps = {name: body for name, body in sections}
+    for rule in alert_rules():
+        name = rule["alert"]
+        assert rule["annotations"]["runbook_url"] == f"docs/metrics.md#{name.lower()}", name
+        assert name in steps and steps[name].lstrip().startswith("1. "), name
+    assert set(steps) == {r["alert"] for r in alert_rules()}
+
+
+def test_dead_letter_alert_needs_a_sustained_rate():
+    """Not one refused command: a threshold over the window and a `for:`."""
+    rule = next(r for r in alert_rules() if r["alert"] == "DispatchdDeadLetters")
+    assert rule.get("for") == "10m"
+    assert re.search(r"\)\s*>=\s*10\s*$", rule["expr"].strip()), rule["expr"]
 
 
 def dashboard_panels() -> list[dict]:
@@ -132,11 +153,28 @@ def registry_names() -> set[str]:
 def test_docs_list_every_metric():
     doc = (REPO / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"^\| `(dispatchd_\w+)` \|", doc, re.M))
-    exposed = set()
+    exposed, process = set(), set()
     for family in metrics.REGISTRY.collect():
         suffix = "_total" if family.type == "counter" else ""
-        exposed.add(family.name + suffix)
+        (process if family.name.startswith("process_") else exposed).add(family.name + suffix)
     assert documented == exposed
+    assert process, "the process collector is registered"
+    for name in process:
+        assert f"`{name}`" in doc, name
+
+
+def test_gauges_are_not_named_like_counters():
+    """The gauges of a state now are named apart from the counters of the same events
+    (dispatchd_overdue_tickets vs dispatchd_tickets_overdue_total, and
+    dispatchd_dead_letter_entries vs dispatchd_dead_letters_total, were easy to mix up);
+    the round-trip histogram is named for what it measures."""
+    names = {f.name: f.type for f in metrics.REGISTRY.collect()}
+    assert names["dispatchd_tickets_overdue_now"] == "gauge"
+    assert names["dispatchd_dead_letter_stream_length"] == "gauge"
+    assert names["dispatchd_consumer_round_trip_seconds"] == "histogram"
+    for old in ("dispatchd_overdue_tickets", "dispatchd_dead_letter_entries",
+                "dispatchd_lua_call_duration_seconds"):
+        assert old not in names
 
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])

@@ -487,7 +487,8 @@ async def test_duplicate_ids_across_good_and_bad(gw):
     await gw.send({"type": "arrive", "id": "g2", "session": "s2", "group": "g"})
     events = await gw.pump()
     assert [(e["type"], e.get("cmd")) for e in events] == [
-        ("assigned", "g1"), ("error", None), ("error", None), ("assigned", "g2")]
+        ("assigned", "g1"), ("error", None), ("duplicate", "g1"), ("error", None),
+        ("assigned", "g2")]
 
 
 async def test_exactly_16_kib_is_accepted(gw):

@@ -10,6 +10,7 @@ advance the clock to the due time, then far beyond, to show each timer fires onc
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgspec
 import pytest
@@ -690,18 +691,27 @@ async def test_timers_survive_a_consumer_restart(engine, redis_client, tenant, r
 # ------------------------------------------------------------ idempotency, encoding
 
 
+def duplicate(cmd: str, entry: str) -> dict[str, Any]:
+    return {"type": "duplicate", "cmd": cmd, "entry": entry}
+
+
 async def test_duplicate_command_id_produces_events_once(gw):
+    """A repeat of an applied command id changes nothing; it gets one `duplicate` event
+    (its id and inbound entry), within a batch and across batches."""
     await gw.group("g")
     await gw.agent("a", ["g"], capacity=5)
-    await gw.client.arrive("s1", "g", id="dup")
-    await gw.client.arrive("s1", "g", id="dup")             # same batch
-    assert_events(await gw.pump(), [assigned("s1", "a", "dup")])
+    cmd = {"type": "arrive", "id": "dup", "session": "s1", "group": "g", "gateway": "web"}
+    await gw.send(cmd)
+    again = await gw.send(cmd)                               # same batch
+    assert_events(await gw.pump(), [assigned("s1", "a", "dup"), duplicate("dup", again)])
     await gw.client.arrive("s1", "g", id="dup")             # a later batch
     await gw.client.arrive("s9", "g", id="dup")             # same id, other payload
     await gw.client.close_session("s1", id="close")
     await gw.client.close_session("s1", id="close")
     events = await gw.pump()
-    assert [(e["type"], e["cmd"]) for e in events] == [("closed", "close")]
+    assert [(e["type"], e["cmd"]) for e in events] == [
+        ("duplicate", "dup"), ("duplicate", "dup"), ("closed", "close"), ("duplicate", "close")]
+    assert len({e["entry"] for e in events if e["type"] == "duplicate"}) == 3
     assert await gw.engine.session(gw.tenant, "s9") is None
     assert await gw.dead() == []
     assert await gw.inbound_state() == (0, 0)
@@ -716,7 +726,7 @@ async def test_refused_command_can_be_retried_with_the_same_id(gw):
     await gw.client.agent_message("s1", "a", id="m1")     # the retry
     assert [e["type"] for e in await gw.pump()] == ["assigned", "state_changed"]
     await gw.client.agent_message("s1", "a", id="m1")     # now it was applied: ignored
-    assert await gw.pump() == []
+    assert [(e["type"], e["cmd"]) for e in await gw.pump()] == [("duplicate", "m1")]
 
 
 async def test_msgpack_commands(gw):
@@ -854,11 +864,11 @@ async def test_dedupe_window_is_24_hours(gw):
     await gw.pump()
     gw.clock.advance(23 * HOUR)
     await gw.client.arrive("s2", "g", id="same")
-    assert await gw.pump() == []
+    assert [(e["type"], e["cmd"]) for e in await gw.pump()] == [("duplicate", "same")]
     # the window runs from the application, not from the last repeat
     gw.clock.advance(HOUR)
     await gw.client.arrive("s3", "g", id="same")     # exactly 24 h: still inside
-    assert await gw.pump() == []
+    assert [(e["type"], e["cmd"]) for e in await gw.pump()] == [("duplicate", "same")]
     gw.clock.advance(1)
     await gw.client.arrive("s3", "g", id="same")
     assert [(e["type"], e["session"]) for e in await gw.pump()] == [("queued", "s3")]

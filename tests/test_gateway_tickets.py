@@ -353,11 +353,13 @@ async def test_a_command_id_is_applied_once(gw):
     await gw.client.respond_ticket("t1", "ann", id="r1")
     events = await gw.pump()
     assert [(e["type"], e["cmd"]) for e in events] == [
-        ("ticket_created", "c1"), ("ticket_assigned", "c1"), ("ticket_responded", "r1")]
+        ("ticket_created", "c1"), ("ticket_assigned", "c1"), ("duplicate", "c1"),
+        ("ticket_responded", "r1"), ("duplicate", "r1")]
     gw.clock.advance(MIN)
     await gw.send(CREATE, msgpack=True)                          # a late retry
     await gw.client.respond_ticket("t1", "ann", id="r1")
-    assert await gw.pump() == []
+    assert [(e["type"], e["cmd"]) for e in await gw.pump()] == [
+        ("duplicate", "c1"), ("duplicate", "r1")]
     # a refused command changed nothing: the same id is applied once the cause is gone
     await gw.send(CREATE | {"id": "c2", "ticket": "t2", "ticket_type": "claim"})
     assert error(await gw.pump()) == [("c2", "E_TICKET_TYPE_UNKNOWN", "claim")]

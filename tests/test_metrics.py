@@ -192,7 +192,7 @@ async def test_sampler_gauges(gw, redis_client):
     assert gauge("group_service_level_target_ratio", "g") == 0.9
     assert gauge("group_service_level_threshold_seconds", "idle") == 20.0
     assert gauge("group_queue_warning_seconds", "g") == 30.0
-    assert gauge("dead_letter_entries") == 1
+    assert gauge("dead_letter_stream_length") == 1
     assert gauge("stream_lag_entries") == 1 and gauge("stream_pending_entries") == 0
     assert 0 <= gauge("stream_oldest_entry_age_seconds") < 60
 

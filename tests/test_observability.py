@@ -228,14 +228,16 @@ async def steal(redis: aioredis.Redis, tenant: str) -> None:
 
 async def play(redis: aioredis.Redis, tenant: str) -> None:
     """6 sales customers: 2 answered in time, 3 late (one by overflow), 1 abandoned late;
-    a first response; a support customer nobody serves; a malformed command."""
+    a first response; a support customer nobody serves; a gateway sending malformed
+    commands (10: the dead-letter alert wants a sustained rate, not one)."""
     gw = GatewayClient(redis, tenant, gateway="web")
     await gw.agent_status("ann", "online")
     await gw.agent_status("robot", "online")
     for i in range(1, 7):
         await gw.arrive(f"c{i}", "sales")
     await gw.arrive("w1", "support")
-    await redis.xadd(keys.key("inbound", tenant), {"json": b"{broken"})
+    for _ in range(10):
+        await redis.xadd(keys.key("inbound", tenant), {"json": b"{broken"})
     await asyncio.sleep(0.5)
     await gw.agent_message("c2", "ann")
     await asyncio.sleep(1.0)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from dispatchd import observe, ops
+from dispatchd import metrics, observe, ops
 from dispatchd.embedded import free_port
 from dispatchd.engine import Engine
 from dispatchd.settings import Settings
@@ -64,6 +64,26 @@ async def test_health_metrics_and_not_found(engine):
         assert status == 200, body
         assert json.loads(body) == {"ready": True, "checks": {
             "redis": "ok", "scripts": "ok", "consumer": "ok"}}
+
+
+async def test_exposition_has_process_metrics_and_no_created_series(engine):
+    """No ``*_created`` series (they were 29 % of the exposition, read by nothing), and
+    the standard ``process_*`` metrics of the daemon's process."""
+    observe.record_call(0.001)
+    observe.record_lease("t-created", True)
+    metrics.COMMANDS.labels("t-created", "arrive", "applied").inc()
+    async with serving(engine) as url:
+        for accept in ("text/plain", "application/openmetrics-text"):
+            status, _, body = await get(url + "/metrics", Accept=accept)
+            assert status == 200
+            lines = body.decode().splitlines()
+            names = [line.split("{")[0].split(" ")[0] for line in lines
+                     if not line.startswith("#")]
+            assert [n for n in names if n.endswith("_created")] == [], accept
+            assert any(line.startswith("process_cpu_seconds_total") for line in lines)
+            assert any(line.startswith("process_resident_memory_bytes") for line in lines)
+            assert any(line.startswith("dispatchd_consumer_round_trip_seconds_bucket")
+                       for line in lines)
 
 
 async def test_not_ready_without_a_running_consumer(engine):

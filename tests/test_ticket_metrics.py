@@ -105,7 +105,7 @@ async def test_gateway_commands_and_ticks_count_every_ticket_metric(gw, redis_cl
         ((t, "billing"), 2.0), ((t, "night"), 1.0), ((t, "refunds"), 0.0)]
     assert ((t, "night"), 1.0) in snap["waiting_tickets"]
     assert ((t, "billing"), 0.0) in snap["waiting_tickets"]
-    assert ((t,), 0.0) in snap["overdue_tickets"]
+    assert ((t,), 0.0) in snap["tickets_overdue_now"]
 
     gw.clock.advance(2 * MIN)
     await send("respond_ticket", "r-t1", ticket="t1", agent=handler(log, "t1"))
@@ -183,9 +183,9 @@ async def test_gateway_commands_and_ticks_count_every_ticket_metric(gw, redis_cl
     assert ((t, "billing"), 1.0) in snap["open_tickets"]
     assert ((t, "night"), 0.0) in snap["open_tickets"]
     assert ((t, "night"), 0.0) in snap["waiting_tickets"]
-    assert ((t,), 1.0) in snap["overdue_tickets"]
+    assert ((t,), 1.0) in snap["tickets_overdue_now"]
     assert await sampler.sample_once()
-    assert metrics.REGISTRY.get_sample_value("dispatchd_overdue_tickets", {"tenant": t}) == 1
+    assert metrics.REGISTRY.get_sample_value("dispatchd_tickets_overdue_now", {"tenant": t}) == 1
     assert metrics.REGISTRY.get_sample_value(
         "dispatchd_open_tickets", {"tenant": t, "group": "billing"}) == 1
 

@@ -204,12 +204,19 @@ end
 
 -- ------------------------------------------------------------- lifecycle op helpers
 
+-- The session's state as docs/protocol.md names it, for E_SESSION_STATE messages: one
+-- of the six states (its phase), or "preclosed" (a waiting_customer session pre-closed).
+function L.state_name(s)
+  if s.st == "preclosed" then return "preclosed" end
+  return s.ph or s.st
+end
+
 -- The session named by a command, which must exist and not be closed.
 function L.live_session(v)
   local sid = L.id(v, "session")
   local s = L.session(sid)
   if not s then L.fail("E_SESSION_UNKNOWN", sid) end
-  if s.st == "closed" then L.fail("E_SESSION_STATE", "closed") end
+  if s.st == "closed" then L.fail("E_SESSION_STATE", L.state_name(s)) end
   return s
 end
 

@@ -16,7 +16,8 @@ end
   (docs/protocol.md), all in this one atomic call:
   - lease: the call holds the tenant only if {t}:lease is free or carries `lease` (then
     renewed for lease_ms); otherwise nothing is applied or acknowledged ({held=false});
-  - idempotency: a command id seen within dedupe_ms is acknowledged and skipped;
+  - idempotency: a command id seen within dedupe_ms is acknowledged and skipped, with a
+    `duplicate` event (its id and entry) instead of its events;
   - each command's events are appended to {t}:out as JSON, the command id recorded, its
     stream entry acknowledged and deleted from {t}:in;
   - a refused command (op "reject" from the daemon, or a script error) gets an `error`
@@ -80,8 +81,11 @@ local function outbound(e, now, cmd_id, sessions)
       e.state, e.reason = info[2] or "closed", e.reason or info[3] or nil
     end
   end
-  if (e.type == "queued" or e.type == "position") and not e.parked_with then
-    e.eta_ms = L.eta(e.group, e.position, e.wait_ms or 0, now) or cjson.null
+  -- every key the protocol table lists without "?" is present: eta_ms is null for a
+  -- customer parked with an agent (no group rate applies) or a group with no rate
+  if e.type == "queued" or e.type == "position" then
+    e.eta_ms = not e.parked_with and L.eta(e.group, e.position, e.wait_ms or 0, now)
+      or cjson.null
   end
   local ok, json = pcall(cjson.encode, e)
   if not ok then -- a bug, but the batch must go on: say so instead of the event
@@ -266,7 +270,10 @@ end
 local function apply_one(g, c, now)
   local applied, outcome = false, "refused"
   if c._id and (g.seen[c._id] or call("ZSCORE", K.applied(), c._id)) then
+    -- a retry of an applied command: nothing is applied again; the gateway learns it was
+    -- seen from a `duplicate` event (no stats entry: the outcome counts it)
     g.duplicates, outcome = g.duplicates + 1, "duplicate"
+    emit(g, {event = "duplicate", entry = c._e}, now, c._id, {})
   elseif c.op == "reject" then
     refuse(g, c, tostring(c.error), now)
   elseif not OPS[c.op] then
