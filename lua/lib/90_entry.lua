@@ -18,7 +18,8 @@ end
     renewed for lease_ms); otherwise nothing is applied or acknowledged ({held=false});
   - idempotency: a command id seen within dedupe_ms is acknowledged and skipped;
   - each command's events are appended to {t}:out as JSON, the command id recorded, its
-    stream entry acknowledged and deleted from {t}:in;
+    stream entry acknowledged and deleted from {t}:in (not deleted when none of the
+    batch's entries was pending in the group: see flush);
   - a refused command (op "reject" from the daemon, or a script error) gets an `error`
     event and a bounded copy of its entry in {t}:dead (see refuse);
   - with `tick`, or when the commands scheduled something due now (a woken ticket
@@ -284,8 +285,15 @@ end
 local function flush(g)
   if #g.ids > 0 then call_chunked({"ZADD", K.applied()}, g.ids, 1000) end
   if #g.entries > 0 then
-    call_chunked({"XACK", K.inbound(), g.group}, g.entries, 1000)
-    call_chunked({"XDEL", K.inbound()}, g.entries, 1000)
+    local acked = 0
+    for i = 1, #g.entries, 1000 do
+      acked = acked + call("XACK", K.inbound(), g.group,
+                           unpack(g.entries, i, math.min(i + 999, #g.entries)))
+    end
+    -- None acknowledged: the entries were read before the group vanished (a FLUSHALL,
+    -- see dispatchd/consumer.py), and their ids may name entries gateways sent since,
+    -- into the new stream, not applied yet: those must not be deleted.
+    if acked > 0 then call_chunked({"XDEL", K.inbound()}, g.entries, 1000) end
   end
 end
 
