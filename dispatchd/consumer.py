@@ -30,8 +30,10 @@ State that vanishes from the server (a ``FLUSHALL``, a server restarted without 
 data) is found on the error path of the round trip, never by an extra call per loop: a
 ``NOGROUP`` reply to the read makes the consumer recreate every served tenant's group
 that is gone (from ``0``: the entries gateways sent since, the only ones left, are all
-read, and an applied entry is deleted with its acknowledgement, so none can come twice)
-and register the tenant again; a missing library is loaded again. Each loss is logged as
+read, and an applied entry is deleted with its acknowledgement, so none can come twice;
+entries read before the loss are applied but not deleted from the new stream, where
+their ids may name newer commands: see ``flush`` in lua/lib/90_entry.lua) and register
+the tenant again; a missing library is loaded again. Each loss is logged as
 an error and counted (``dispatchd_state_lost_total``), and readiness fails
 (:func:`dispatchd.observe.state_missing`) until a round trip after the recreation finds
 nothing missing.
