@@ -21,7 +21,23 @@ is one pipelined round trip:
    entries a dead or stalled replica read but never acknowledged. They are older than
    anything new, so they go first; command ids make a second application impossible.
 
-On a clean stop the entries in hand are applied before the leases are let go.
+On a clean stop the entries in hand are applied before the leases are let go, then the
+replica's own consumer is removed from each group (when nothing is pending under it). The
+consumers of replicas that are gone are pruned once they hold nothing pending and have
+been idle ``consumer_idle_ms`` (when a tenant is taken, and every ``PRUNE_EVERY_S``).
+
+State that vanishes from the server (a ``FLUSHALL``, a server restarted without its
+data) is found on the error path of the round trip, never by an extra call per loop: a
+``NOGROUP`` reply to the read makes the consumer recreate every served tenant's group
+that is gone (from ``0``: the entries gateways sent since, the only ones left, are all
+read, and an applied entry is deleted with its acknowledgement, so none can come twice;
+entries read before the loss are applied but not deleted from the new stream, where
+their ids may name newer commands: see ``flush`` in lua/lib/90_entry.lua) and register
+the tenant again; a missing library is loaded again. Each loss is logged as
+an error and counted (``dispatchd_state_lost_total``), and readiness fails
+(:func:`dispatchd.observe.state_missing`) until a round trip after the recreation finds
+nothing missing.
+
 Time comes from ``clock`` (ms), so tests can drive the timers without sleeping.
 """
 
@@ -46,6 +62,8 @@ from dispatchd.engine import Engine
 log = logging.getLogger("dispatchd.consumer")
 
 GROUP = "dispatchd"
+#: How often (s) a replica prunes the idle consumers of the tenants it holds.
+PRUNE_EVERY_S = 60.0
 _pack = msgspec.msgpack.Encoder()
 
 
@@ -107,6 +125,11 @@ class _Round:
             if not isinstance(replies[i], Exception):
                 replies[i] = _stream_rows(replies[i])
         return replies
+
+
+def _is_nogroup(reply: Any) -> bool:
+    """Whether ``reply`` is the server saying a stream or its consumer group is gone."""
+    return isinstance(reply, ResponseError) and str(reply).startswith("NOGROUP")
 
 
 def _stream_rows(raw: Any) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
@@ -171,6 +194,8 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     out_maxlen: int = 1_000_000
     dead_maxlen: int = 100_000
     tenants_refresh_ms: int = 5000
+    #: A consumer of another replica with nothing pending, idle this long, is removed.
+    consumer_idle_ms: int = 60_000
     #: Also serve the tenants listed in dispatchd:tenants (and register ``tenants`` there).
     #: False: serve exactly ``tenants``.
     discover: bool = True
@@ -221,6 +246,9 @@ class GatewayConsumer:
         self._reads: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {}
         self._next_refresh = 0.0
         self._invalid: set[str] = set()
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        #: why readiness fails while vanished state is being recreated (None: nothing)
+        self._missing: str | None = None
         self.batches = 0
 
     # ------------------------------------------------------------------------ the loop
@@ -249,6 +277,8 @@ class GatewayConsumer:
             with contextlib.suppress(RedisError):
                 await self._apply(self._reads, read=False)
         await self.release()
+        with contextlib.suppress(RedisError):
+            await self.prune_consumers(list(self.tenants.values()), own=True)
         await self._wire.close()
         log.info("gateway consumer stopped", extra={"fields": {"batches": self.batches}})
 
@@ -257,6 +287,9 @@ class GatewayConsumer:
         leases), then read what the held tenants have next."""
         await self._refresh_tenants()
         await self._apply(self._reads)
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_S
+            await self.prune_consumers([t for t in self.tenants.values() if t.held])
 
     async def release(self) -> None:
         """Give up every held lease at once so another replica can take over."""
@@ -269,6 +302,26 @@ class GatewayConsumer:
         await pipe.execute(raise_on_error=False)
         for t in held:
             t.held = False
+
+    async def prune_consumers(self, tenants: list[_Tenant], *, own: bool = False) -> None:
+        """Remove the consumers of ``tenants``' groups that hold nothing pending: those
+        idle ``consumer_idle_ms`` or more (replicas that are gone) and, with ``own``, this
+        replica's (at its clean stop). One atomic call per tenant (``dispatchd_consumers``):
+        a consumer with pending entries is never removed, so none is dropped."""
+        if not tenants:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for t in tenants:
+            pipe.fcall(scripts.CONSUMERS, 1, t.root, GROUP, self.name if own else "",
+                       self.opts.consumer_idle_ms)
+        replies = await pipe.execute(raise_on_error=False)
+        for t, reply in zip(tenants, replies, strict=True):
+            if isinstance(reply, Exception):
+                log.warning("could not prune the consumers", extra={"fields": {
+                    "tenant": t.name, "error": str(reply)}})
+            elif reply:
+                log.info("consumers removed", extra={"fields": {
+                    "tenant": t.name, "consumers": [c.decode(errors="replace") for c in reply]}})
 
     # ------------------------------------------------------------------------- tenants
 
@@ -336,16 +389,22 @@ class GatewayConsumer:
             out.setdefault(name[1 : name.index("}")], []).extend(entries)
         return out
 
-    async def _claim(self, tenant: _Tenant, min_idle_ms: int = 0) -> None:
+    async def _claim(self, tenant: _Tenant, min_idle_ms: int = 0) -> bool:
         """Take the pending entries of the group (read by anyone, never acknowledged) that
-        have been idle ``min_idle_ms``; they are applied before anything newer."""
+        have been idle ``min_idle_ms``; they are applied before anything newer. False if
+        the group is gone (``NOGROUP``)."""
         tenant.last_claim = time.monotonic()
         stream, start = tenant.inbound, "0-0"
         claimed: list[tuple[bytes, dict[bytes, bytes]]] = []
         while True:
-            reply = await self.redis.xautoclaim(
-                stream, GROUP, self.name, min_idle_ms, start, count=1000
-            )
+            try:
+                reply = await self.redis.xautoclaim(
+                    stream, GROUP, self.name, min_idle_ms, start, count=1000
+                )
+            except ResponseError as exc:
+                if not _is_nogroup(exc):
+                    raise
+                return False
             start_id, entries = reply[0], reply[1]
             claimed.extend((eid, fields) for eid, fields in entries if fields is not None)
             if start_id in (b"0-0", "0-0"):
@@ -356,6 +415,7 @@ class GatewayConsumer:
             log.info("claimed pending entries",
                      extra={"fields": {"tenant": tenant.name, "entries": len(claimed)}})
         tenant.backlog = claimed
+        return True
 
     # --------------------------------------------------------------------------- apply
 
@@ -411,8 +471,15 @@ class GatewayConsumer:
         started = time.perf_counter()
         results = await pipe.execute(raise_on_error=False)
         observe.record_call(time.perf_counter() - started)
+        lost = False  # a consumer group is gone (NOGROUP)
+        failed_read: Exception | None = None  # raised once the calls' replies are handled
         if read:
-            self._reads = self._entries(results.pop())
+            reply = results.pop()
+            lost = _is_nogroup(reply)
+            if isinstance(reply, Exception):
+                failed_read = None if lost else reply
+            else:
+                self._reads = self._entries(reply)
         done_s = time.time()
         missing = False
         for (t, entries, ticked), raw in zip(calls, results, strict=True):
@@ -442,18 +509,98 @@ class GatewayConsumer:
                 self.batches += 1 if n else 0
                 if not was_held:
                     log.info("tenant taken", extra={"fields": {"tenant": t.name}})
-                    await self._claim(t)
+                    if await self._claim(t):
+                        # the consumers of replicas that are gone hold nothing now
+                        await self.prune_consumers([t])
+                    else:
+                        lost = True
                 elif now_mono - t.last_claim >= self.opts.lease_ms / 1000:
                     # entries a stalled replica read after losing its lease: take them over
-                    await self._claim(t, min_idle_ms=self.opts.lease_ms)
+                    lost = not await self._claim(t, min_idle_ms=self.opts.lease_ms) or lost
             else:
                 t.renew_at = now_mono + self.opts.lease_ms / 3000
                 if was_held:
                     log.warning("lease lost", extra={"fields": {"tenant": t.name,
                                                                 "holder": result.holder}})
-        if missing:
-            log.error("the function library is missing on the server; loading it again")
+        if failed_read is not None:
+            raise failed_read
+        if missing or lost:
+            await self._recover(library=missing, groups=lost)
+        elif self._missing is not None and (
+                read or not any(t.held for t in self.tenants.values())):
+            self._recovered()
+
+    # ---------------------------------------------------------------- vanished state
+
+    async def _recover(self, *, library: bool, groups: bool) -> None:
+        """Recreate what vanished from the server (the error path of a round trip): the
+        function library, and every served tenant's consumer group that is gone, with its
+        registration. Readiness fails until a later round trip finds nothing missing."""
+        if library:
+            self._set_missing("the dispatchd function library was missing; loaded again,"
+                              " waiting for a round trip that finds nothing missing")
+            observe.record_state_lost("library")
+            log.error("the function library is missing on the server (FUNCTION FLUSH, or a"
+                      " server restarted without its data?); loading it again")
             await self.engine.library.ensure()
+        if groups:
+            await self._recreate_groups()
+
+    async def _recreate_groups(self) -> None:
+        tenants = list(self.tenants.values())
+        pipe = self.redis.pipeline(transaction=False)
+        for t in tenants:
+            # from 0: what is left in the stream was never applied (an applied entry is
+            # deleted with its acknowledgement), and gateways may have sent it since
+            pipe.xgroup_create(t.inbound, GROUP, id="0", mkstream=True)
+        replies = await pipe.execute(raise_on_error=False)
+        lost = []
+        for t, reply in zip(tenants, replies, strict=True):
+            if not isinstance(reply, Exception):
+                lost.append(t.name)
+            elif "BUSYGROUP" not in str(reply):
+                raise reply
+        self._set_missing(f"the consumer group of {len(lost)} tenant(s) had vanished from the"
+                          " server; recreated, waiting for a round trip that finds nothing"
+                          " missing")
+        if not lost:  # recreated by someone else meanwhile
+            log.warning("a consumer group was missing, and is back",
+                        extra={"fields": {"group": GROUP}})
+            return
+        observe.record_state_lost("consumer_group", len(lost))
+        log.error("the routing state vanished from the server (FLUSHALL, or a server"
+                  " restarted without its data?): consumer groups recreated; the tenants'"
+                  " configuration, sessions and tickets are gone unless restored",
+                  extra={"fields": {"tenants": lost, "group": GROUP}})
+        await self._register_again(lost)
+
+    async def _register_again(self, lost: list[str]) -> None:
+        """Add the tenants in ``lost`` (their group vanished) back to ``dispatchd:tenants``
+        if the registry lost them too. A tenant missing from a registry that still names
+        the other tenants this replica learnt from it was deleted on purpose: it is not
+        registered again (a tenant this replica was configured with always is)."""
+        if not self.opts.discover:
+            return
+        members = {m.decode(errors="replace") for m in cast(
+            set[bytes], await self.redis.smembers(keys.TENANTS_KEY))}
+        configured = set(self.opts.tenants)
+        learnt = [n for n in self.tenants if n not in configured]
+        registry_lost = not any(n in members for n in learnt)
+        again = [n for n in lost if n not in members and (n in configured or registry_lost)]
+        if again:
+            await self.redis.sadd(keys.TENANTS_KEY, *again)
+            log.error(f"tenants registered again in {keys.TENANTS_KEY}",
+                      extra={"fields": {"tenants": again}})
+
+    def _set_missing(self, reason: str) -> None:
+        self._missing = reason
+        observe.set_state_missing(reason)
+
+    def _recovered(self) -> None:
+        log.info("the recreated state works: applying gateway commands again",
+                    extra={"fields": {"was": self._missing}})
+        self._missing = None
+        observe.set_state_missing(None)
 
     @staticmethod
     def _translate(tenant: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:

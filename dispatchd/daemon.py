@@ -222,6 +222,8 @@ def consumer_options(settings: Settings) -> ConsumerOptions:
         lease_ms=settings.lease_ms,
         dedupe_ms=int(settings.dedupe_hours * 3_600_000),
         out_maxlen=settings.events_maxlen,
+        # the consumers of replicas that are gone: 12 lease periods, at least a minute
+        consumer_idle_ms=max(60_000, 12 * settings.lease_ms),
     )
 
 

@@ -185,6 +185,13 @@ TENANT_HELD = _gauge("tenant_held", "1 while this replica holds the tenant's lea
 CONSUMER_STEP = _gauge(
     "consumer_last_step_timestamp_seconds",
     "Unix time of the gateway consumer's latest loop iteration (readiness uses it).")
+STATE_LOST = _counter(
+    "state_lost",
+    "Server state the gateway consumer found gone and recreated (a FLUSHALL, a server "
+    "restarted without its data), by what: consumer_group (per tenant), library.",
+    ("what",))
+for _what in ("consumer_group", "library"):
+    STATE_LOST.labels(_what)
 BUILD_INFO = _gauge("build_info", "Always 1; the version of the running daemon.", ("version",))
 BUILD_INFO.labels(package_version("dispatchd")).set(1)
 

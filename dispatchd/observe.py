@@ -233,6 +233,26 @@ def last_step() -> float:
     return _last_step[0]
 
 
+_state_missing: list[str | None] = [None]
+
+
+def record_state_lost(what: str, n: int = 1) -> None:
+    """The consumer found ``what`` (``consumer_group``, counted per tenant, or
+    ``library``) gone from the server and recreated it."""
+    _child(metrics.STATE_LOST, what).inc(n)
+
+
+def set_state_missing(reason: str | None) -> None:
+    """Why readiness fails while the consumer recreates vanished state (None: it does
+    not)."""
+    _state_missing[0] = reason
+
+
+def state_missing() -> str | None:
+    """Why vanished state is not recreated and working yet, or None."""
+    return _state_missing[0]
+
+
 # -------------------------------------------------------------- engine (admin) events
 
 

@@ -9,8 +9,10 @@ granian's embedded server on the daemon's event loop (``metrics_host:metrics_por
 * ``GET /healthz``: liveness. 200 while the event loop answers; never touches Redis, so
   a Redis outage does not get the daemon restarted.
 * ``GET /readyz``: readiness. 200 when Redis answers ``PING``, the ``dispatchd``
-  function library of this daemon's version is loaded and the gateway consumer ran a
-  loop iteration recently; else 503. The JSON body names each check's result.
+  function library of this daemon's version is loaded, the gateway consumer ran a loop
+  iteration recently and is not recreating state that vanished from the server
+  (:func:`dispatchd.observe.state_missing`); else 503. The JSON body names each check's
+  result.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class OpsApp:
 
     async def readiness(self) -> dict[str, str]:
         """Check name -> ``ok`` or what is wrong."""
-        checks = {"redis": "ok", "scripts": "ok", "consumer": "ok"}
+        checks = {"redis": "ok", "scripts": "ok", "consumer": "ok", "state": "ok"}
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_S):
                 await self.redis.ping()
@@ -99,6 +101,8 @@ class OpsApp:
         idle = time.time() - observe.last_step()
         if idle > self.consumer_stale_s:
             checks["consumer"] = f"no loop iteration for {idle:.1f} s"
+        missing = observe.state_missing()
+        checks["state"] = "ok" if missing is None else missing
         return checks
 
 

@@ -12,6 +12,8 @@ every transition, ``lua/admin/admin.lua``, and the registration of its entry poi
   returning one packed list of ``{events}`` / ``{error}``;
 * ``dispatchd_gateway``: a batch read from the tenant's inbound stream (``L.gateway``);
 * ``dispatchd_admin``: one audited admin change (``lua/admin/admin.lua``);
+* ``dispatchd_consumers``: removes the idle consumers of the tenant's inbound consumer
+  group that hold no pending entry (``lua/lib/95_consumers.lua``);
 * ``dispatchd_version`` (read-only): ``"<LIBRARY_VERSION> <build>"``.
 
 ``FUNCTION LOAD REPLACE`` compiles the library once; the server keeps it with the data
@@ -50,6 +52,7 @@ LIBRARY_VERSION = 3
 BATCH = "dispatchd_batch"
 GATEWAY = "dispatchd_gateway"
 ADMIN = "dispatchd_admin"
+CONSUMERS = "dispatchd_consumers"
 VERSION = "dispatchd_version"
 
 
@@ -116,6 +119,9 @@ end
 redis.register_function("{batch}", entry(function(args) return L.batch(args[1], args[2]) end))
 redis.register_function("{gateway}", entry(function(args) return L.gateway(args[1], args[2]) end))
 redis.register_function("{admin}", entry(function(args) return L.admin(args[1], args[2]) end))
+redis.register_function("{consumers}", entry(function(args)
+  return L.prune_consumers(args[1], args[2], args[3])
+end))
 redis.register_function{{
   function_name = "{version}", flags = {{"no-writes", "allow-stale"}},
   callback = function() return "{lib_version} {build}" end,
@@ -143,7 +149,7 @@ def library_source() -> str:
     """The full text given to ``FUNCTION LOAD``."""
     ops = ", ".join(f'"{op}"' for op in operations())
     footer = _REGISTER.format(
-        ops=ops, batch=BATCH, gateway=GATEWAY, admin=ADMIN, version=VERSION,
+        ops=ops, batch=BATCH, gateway=GATEWAY, admin=ADMIN, consumers=CONSUMERS, version=VERSION,
         lib_version=LIBRARY_VERSION, build=build())
     return f"#!lua name={LIBRARY}\n" + _body() + footer
 

@@ -11,6 +11,7 @@ in order; the inbound stream must end empty; the consumer must never fail.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -31,6 +32,24 @@ W = "web"
 async def gw(engine, redis_client, tenant):
     async with open_gateway(engine, redis_client, tenant, options={"batch_size": 64}) as g:
         yield g
+
+
+def dead_copy(fields: dict[bytes, bytes]) -> dict[str, bytes]:
+    """What docs/protocol.md ("Dead letters") says a dead letter keeps of ``fields``
+    (names unique here): each payload field's first 16384 bytes, its size and SHA-1; at
+    most 32 other fields, names cut to 64 bytes, values to 256."""
+    out: dict[str, bytes] = {}
+    others = 0
+    for k, v in fields.items():
+        if k in (b"json", b"msgpack"):
+            name = k.decode()
+            out[name] = v[:16384]
+            out[name + "_bytes"] = str(len(v)).encode()
+            out[name + "_sha1"] = hashlib.sha1(v).hexdigest().encode()
+        elif others < 32:
+            others += 1
+            out["field:" + k[:64].decode(errors="replace")] = v[:256]
+    return out
 
 
 @dataclass
@@ -449,9 +468,8 @@ async def test_hostile_entries_among_good_traffic(gw, caplog):
     for entry, b in bads.items():
         d = dead_by_entry[entry]
         assert isinstance(d["error"], str) and d["error"].startswith(b.code + " ")
-        assert {k: v for k, v in d.items() if k not in ("entry", "error", "ts")} == {
-            (k.decode() if k in (b"json", b"msgpack") else "field:" + k.decode()): v
-            for k, v in b.fields.items()}
+        assert {k: v for k, v in d.items() if k not in ("entry", "error", "ts")} == (
+            dead_copy(b.fields))
         assert d["error"] == f"{b.code} {errors[entry][0]['message']}"
 
     # good: applied, with exactly the expected events, in command order
@@ -587,3 +605,48 @@ async def test_dead_letter_metadata_cannot_be_forged_by_the_entry(gw):
     assert dead["error"].startswith("E_MALFORMED ")
     assert (dead["field:error"], dead["field:entry"], dead["field:ts"]) == (
         b"E_NONE all fine", b"0-1", b"1")
+
+
+async def test_oversized_entry_is_dead_lettered_as_a_bounded_copy(gw):
+    """An 8 MB entry is refused (E_TOO_LARGE) and its dead letter keeps the payload's
+    first 16 KiB, its size and SHA-1, not the 8 MB; other fields are cut too."""
+    await setup_world(gw)
+    payload = json.dumps({"type": "arrive", "id": "big", "session": "s9", "group": "g",
+                          "pad": "x" * (8 * 1024 * 1024)}).encode()
+    junk = bytes(range(256)) * 4096  # 1 MiB, binary
+    name = b"n" * 100
+    entry = await gw.send_raw({b"json": payload, name: junk, b"small": b"v"})
+    await gw.send({"type": "arrive", "id": "g1", "session": "s1", "group": "g"})
+    events = await gw.pump()
+    assert [(e["type"], e.get("code"), e.get("entry")) for e in events] == [
+        ("error", "E_TOO_LARGE", entry), ("assigned", None, None)]
+    (dead,) = await gw.dead()
+    assert list(dead) == ["entry", "error", "ts", "json", "json_bytes", "json_sha1",
+                          "field:" + "n" * 64, "field:small"]
+    assert dead["entry"] == entry and dead["error"].startswith("E_TOO_LARGE ")
+    assert dead["json"] == payload[:16384]
+    assert dead["json_bytes"] == str(len(payload)).encode()
+    assert dead["json_sha1"] == hashlib.sha1(payload).hexdigest().encode()
+    assert dead["field:" + "n" * 64] == junk[:256]
+    assert dead["field:small"] == b"v"
+    assert dead == {"entry": entry, "error": dead["error"], "ts": dead["ts"],
+                    **dead_copy({b"json": payload, name: junk, b"small": b"v"})}
+    # the server keeps the copy, not the entry
+    assert await gw.redis.memory_usage(gw.dead_key) < 64 * 1024
+
+
+async def test_dead_letter_error_text_is_cut_at_a_character_boundary(gw):
+    """An error message that quotes a long command value is cut to 1024 bytes, at a UTF-8
+    boundary, in the dead letter and in the error event alike."""
+    await setup_world(gw)
+    doc = {"type": "agent_ready", "id": "b1", "agent": "a1", "tenant": "é" * 4000}
+    payload = json.dumps(doc, ensure_ascii=False).encode()
+    entry = await gw.send_raw({b"json": payload})
+    (event,) = await gw.pump()
+    assert (event["code"], event["entry"]) == ("E_WRONG_TENANT", entry)
+    (dead,) = await gw.dead()
+    error = dead["error"]
+    assert isinstance(error, str)  # read_dead decodes it: valid UTF-8
+    assert 1020 < len(error.encode()) <= 1024 and error.endswith("é")
+    assert error == f"E_WRONG_TENANT {event['message']}"
+    assert dead["json"] == payload and dead["json_bytes"] == str(len(payload)).encode()

@@ -275,10 +275,12 @@ async def test_dashboard_and_alert_queries_return_data(
 ):
     url, redis = test_redis
     tenant, stuck = f"obs{uuid.uuid4().hex[:8]}", f"lag{uuid.uuid4().hex[:8]}"
+    vanish = f"van{uuid.uuid4().hex[:8]}"
     engine = Engine(redis)
     await configure(engine, tenant)
     await steal(redis, stuck)
-    daemon = await asyncio.to_thread(DaemonProcess, tmp_path, url, f"{tenant},{stuck}")
+    daemon = await asyncio.to_thread(DaemonProcess, tmp_path, url,
+                                     f"{tenant},{stuck},{vanish}")
     processes.append(daemon)
     prom = await asyncio.to_thread(Prometheus, prometheus_bins[0], tmp_path,
                                    f"127.0.0.1:{daemon.port}")
@@ -289,12 +291,15 @@ async def test_dashboard_and_alert_queries_return_data(
                             lambda: len(prom.query(initialised)) == 2)
     await play(redis, tenant)
     await play_tickets(redis, tenant)
+    # a tenant's inbound stream (its consumer group with it) vanishes: DispatchdStateLost
+    await redis.delete(keys.key("inbound", vanish))
 
     queries = dashboard_queries()
     rules = await asyncio.to_thread(prom.rule_queries)
     assert set(rules) == {"DispatchdServiceLevelBelowTarget", "DispatchdOldestWaitAboveWarning",
                           "DispatchdReplySlaBreaches", "DispatchdDeadLetters",
-                          "DispatchdStreamLagging", "DispatchdOverdueTicketsGrowing",
+                          "DispatchdStreamLagging", "DispatchdStateLost",
+                          "DispatchdOverdueTicketsGrowing",
                           "DispatchdTicketForwardingLoops", "DispatchdDown"}
     down = rules.pop("DispatchdDown")
     queries.update({f"alert {name}": q for name, q in rules.items()})
@@ -313,6 +318,9 @@ async def test_dashboard_and_alert_queries_return_data(
     assert float(sl[0]["value"][1]) == pytest.approx(2 / 6, abs=0.05)
     loops = prom.query(rules["DispatchdTicketForwardingLoops"])
     assert [(r["metric"]["tenant"], r["metric"]["group"]) for r in loops] == [(tenant, "claims")]
+    state = prom.query(rules["DispatchdStateLost"])
+    assert [r["metric"]["what"] for r in state] == ["consumer_group"]  # not library
+    assert float(state[0]["value"][1]) > 0
     overdue = prom.query(rules["DispatchdOverdueTicketsGrowing"])
     assert [(r["metric"]["tenant"], r["value"][1]) for r in overdue] == [(tenant, "2")]
 

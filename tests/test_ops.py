@@ -63,7 +63,7 @@ async def test_health_metrics_and_not_found(engine):
         status, _, body = await get(url + "/readyz")
         assert status == 200, body
         assert json.loads(body) == {"ready": True, "checks": {
-            "redis": "ok", "scripts": "ok", "consumer": "ok"}}
+            "redis": "ok", "scripts": "ok", "consumer": "ok", "state": "ok"}}
 
 
 async def test_exposition_has_process_metrics_and_no_created_series(engine):
@@ -93,6 +93,24 @@ async def test_not_ready_without_a_running_consumer(engine):
     assert status == 503 and doc["ready"] is False
     assert doc["checks"]["consumer"].startswith("no loop iteration for")
     assert doc["checks"]["redis"] == "ok"
+
+
+async def test_not_ready_while_vanished_state_is_recreated(engine):
+    """The consumer found state gone from the server (see test_gateway_state_loss.py):
+    503 with its reason until it says the recreated state works."""
+    observe.record_step()
+    observe.set_state_missing("the consumer group of 1 tenant(s) had vanished")
+    try:
+        async with serving(engine) as url:
+            status, _, body = await get(url + "/readyz")
+            assert status == 503
+            assert json.loads(body)["checks"] == {
+                "redis": "ok", "scripts": "ok", "consumer": "ok",
+                "state": "the consumer group of 1 tenant(s) had vanished"}
+            observe.set_state_missing(None)
+            assert (await get(url + "/readyz"))[0] == 200
+    finally:
+        observe.set_state_missing(None)
 
 
 async def test_not_ready_without_redis_but_alive():

@@ -19,9 +19,10 @@ end
   - idempotency: a command id seen within dedupe_ms is acknowledged and skipped, with a
     `duplicate` event (its id and entry) instead of its events;
   - each command's events are appended to {t}:out as JSON, the command id recorded, its
-    stream entry acknowledged and deleted from {t}:in;
+    stream entry acknowledged and deleted from {t}:in (not deleted when none of the
+    batch's entries was pending in the group: see flush);
   - a refused command (op "reject" from the daemon, or a script error) gets an `error`
-    event and a copy of its entry in {t}:dead;
+    event and a bounded copy of its entry in {t}:dead (see refuse);
   - with `tick`, or when the commands scheduled something due now (a woken ticket
     queue, a timer), due overflow steps, preference fallbacks, lifecycle timers and
     ticket timers fire last; a tick with no command is skipped while {t}:in holds entries
@@ -212,7 +213,26 @@ local function emit(g, e, now, cmd_id, sessions)
   if stat then stat(g.st, e, info) end
 end
 
+-- What a dead letter keeps of the entry it copies (docs/protocol.md, "Dead letters"), so
+-- a gateway that sends huge entries cannot fill the server's memory through {t}:dead:
+-- a payload field's first DEAD_PAYLOAD bytes with its size and SHA-1 (redis.sha1hex),
+-- at most DEAD_OTHERS other fields with their names and values cut, and the error text
+-- cut (it can quote the command).
+local DEAD_PAYLOAD, DEAD_OTHERS, DEAD_NAME, DEAD_VALUE, DEAD_ERROR = 16384, 32, 64, 256, 1024
+
+-- `s` cut to at most `n` bytes, not inside a UTF-8 sequence (it goes out in JSON too).
+local function cut_text(s, n)
+  if #s <= n then return s end
+  while n > 0 do
+    local b = s:byte(n + 1)
+    if b < 0x80 or b >= 0xC0 then break end
+    n = n - 1
+  end
+  return s:sub(1, n)
+end
+
 local function refuse(g, c, text, now)
+  text = cut_text(text, DEAD_ERROR)
   local code, message = text:match("^(E_[A-Z_]+)%s*(.*)$")
   code, message = code or "E_INTERNAL", code and message or text
   local e = {event = "error", code = code, message = message, entry = c._e}
@@ -221,16 +241,23 @@ local function refuse(g, c, text, now)
                 "entry", c._e or "", "error", text, "ts", sfmt("%d", now)}
   local orig = c._e and call("XRANGE", K.inbound(), c._e, c._e)[1]
   if orig then
-    -- the payload field as it was; any other field (at most 32) as "field:<name>", so an
-    -- entry cannot forge entry/error/ts and a misnamed payload is still visible
-    local f, kept, others = orig[2], {}, 0
+    -- the payload field (its first DEAD_PAYLOAD bytes, its size and hash); any other
+    -- field as "field:<name>", so an entry cannot forge entry/error/ts and a misnamed
+    -- payload is still visible
+    local f, kept, others, n = orig[2], {}, 0, #dead
     for i = 1, #f - 1, 2 do
-      if (f[i] == "json" or f[i] == "msgpack") and not kept[f[i]] then
-        kept[f[i]] = true
-        dead[#dead + 1], dead[#dead + 2] = f[i], f[i + 1]
-      elseif others < 32 then
+      local name, value = f[i], f[i + 1]
+      if (name == "json" or name == "msgpack") and not kept[name] then
+        kept[name] = true
+        dead[n + 1], dead[n + 2] = name, value:sub(1, DEAD_PAYLOAD)
+        dead[n + 3], dead[n + 4] = name .. "_bytes", sfmt("%d", #value)
+        dead[n + 5], dead[n + 6] = name .. "_sha1", redis.sha1hex(value)
+        n = n + 6
+      elseif others < DEAD_OTHERS then
         others = others + 1
-        dead[#dead + 1], dead[#dead + 2] = "field:" .. f[i], f[i + 1]
+        dead[n + 1] = "field:" .. name:sub(1, DEAD_NAME)
+        dead[n + 2] = value:sub(1, DEAD_VALUE)
+        n = n + 2
       end
     end
   end
@@ -262,8 +289,15 @@ end
 local function flush(g)
   if #g.ids > 0 then call_chunked({"ZADD", K.applied()}, g.ids, 1000) end
   if #g.entries > 0 then
-    call_chunked({"XACK", K.inbound(), g.group}, g.entries, 1000)
-    call_chunked({"XDEL", K.inbound()}, g.entries, 1000)
+    local acked = 0
+    for i = 1, #g.entries, 1000 do
+      acked = acked + call("XACK", K.inbound(), g.group,
+                           unpack(g.entries, i, math.min(i + 999, #g.entries)))
+    end
+    -- None acknowledged: the entries were read before the group vanished (a FLUSHALL,
+    -- see dispatchd/consumer.py), and their ids may name entries gateways sent since,
+    -- into the new stream, not applied yet: those must not be deleted.
+    if acked > 0 then call_chunked({"XDEL", K.inbound()}, g.entries, 1000) end
   end
 end
 
