@@ -159,8 +159,9 @@ class _Startup:
         _log(
             logging.INFO,
             "embedded valkey started",
-            url=server.url,
+            url=server.address,
             data_dir=str(server.data_dir),
+            password_file=str(server.password_path),
             append_only="everysec",
             log=str(server.log_path),
         )

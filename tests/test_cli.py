@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -239,7 +240,10 @@ def test_run_on_external_server(
     assert loaded["build"] == scripts.build()
     assert loaded["action"] in ("loaded", "present")
     assert "consuming gateway streams" in d.record("ready")["msg"]
-    assert d.record("server checked")["fields"]["url"] == redis_url
+    assert d.record("server checked")["fields"]["url"] == daemon.redact(redis_url)
+    assert "***" in daemon.redact(redis_url)  # the test server has a password
+    password = urlsplit(redis_url).password
+    assert password and all(password not in line for line in d.lines)
     assert not (tmp_path / ".dispatchd").exists()  # no embedded server, no data dir
 
 
