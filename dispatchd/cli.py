@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from importlib.metadata import version as package_version
 from typing import Any
 
-from dispatchd import daemon, demo
+from dispatchd import daemon, demo, gateway_users
 from dispatchd.keys import ID_RE
 from dispatchd.settings import CONFIG_VAR, Settings, SettingsError, defaults, env_var, field_docs
 from dispatchd.simulate import command as simulate_command
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_parser(commands)
     _add_bench_parser(commands)
     simulate_command.add_parser(commands)
+    gateway_users.add_parser(commands)
     commands.add_parser(
         "version",
         help="print the version and exit",
@@ -349,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(args)
     if args.command == "simulate":
         return simulate_command.main(args)
+    if args.command == "gateway-user":
+        return gateway_users.main(args)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
