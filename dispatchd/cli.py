@@ -22,7 +22,11 @@ DESCRIPTION = (
 
 RUN_DESCRIPTION = (
     "Start the daemon. Without DISPATCHD_REDIS_URL it starts its own Valkey on loopback "
-    "with data in DISPATCHD_DATA_DIR; with it, it connects to that server. It checks the "
+    "with data in DISPATCHD_DATA_DIR (readable by its owner only), protected by the "
+    "password in DISPATCHD_DATA_DIR/valkey.password (made at the first start); on Linux "
+    "that server stops with the daemon even when the daemon is killed. With it, it "
+    "connects to that server. Gateways get Redis users of their own ('dispatchd "
+    "gateway-user --help'). It checks the "
     "server version (Redis >= 7.0 or Valkey >= 7.2), loads every routing script onto the "
     'server (a broken script stops it here), logs "ready", then consumes the gateway '
     "streams of its tenants (docs/protocol.md) and serves the admin HTTP API on "
