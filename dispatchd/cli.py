@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from importlib.metadata import version as package_version
 from typing import Any
 
-from dispatchd import daemon, demo
+from dispatchd import daemon, demo, gateway_users
 from dispatchd.keys import ID_RE
 from dispatchd.settings import CONFIG_VAR, Settings, SettingsError, defaults, env_var, field_docs
 from dispatchd.simulate import command as simulate_command
@@ -22,7 +22,11 @@ DESCRIPTION = (
 
 RUN_DESCRIPTION = (
     "Start the daemon. Without DISPATCHD_REDIS_URL it starts its own Valkey on loopback "
-    "with data in DISPATCHD_DATA_DIR; with it, it connects to that server. It checks the "
+    "with data in DISPATCHD_DATA_DIR (readable by its owner only), protected by the "
+    "password in DISPATCHD_DATA_DIR/valkey.password (made at the first start); on Linux "
+    "that server stops with the daemon even when the daemon is killed. With it, it "
+    "connects to that server. Gateways get Redis users of their own ('dispatchd "
+    "gateway-user --help'). It checks the "
     "server version (Redis >= 7.0 or Valkey >= 7.2), loads every routing script onto the "
     'server (a broken script stops it here), logs "ready", then consumes the gateway '
     "streams of its tenants (docs/protocol.md) and serves the admin HTTP API on "
@@ -129,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_parser(commands)
     _add_bench_parser(commands)
     simulate_command.add_parser(commands)
+    gateway_users.add_parser(commands)
     commands.add_parser(
         "version",
         help="print the version and exit",
@@ -357,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(args)
     if args.command == "simulate":
         return simulate_command.main(args)
+    if args.command == "gateway-user":
+        return gateway_users.main(args)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

@@ -125,11 +125,22 @@ async def run_loops(loops: Sequence[Loop], stop: asyncio.Event, grace_s: float) 
     running ``grace_s`` seconds later are cancelled. A loop that fails cancels the others
     and its exception propagates (in an ``ExceptionGroup``).
     """
+
+    async def guarded(loop: Loop) -> None:
+        # A failing loop also sets the stop event: the TaskGroup cancels the others, but a
+        # loop that loses that cancellation (seen with the sampler mid-pass on Python 3.11)
+        # would otherwise keep the daemon up, failed, until a signal came.
+        try:
+            await loop(stop)
+        except BaseException:
+            stop.set()
+            raise
+
     try:
         async with asyncio.timeout(None) as deadline:
             async with asyncio.TaskGroup() as group:
                 for loop in loops:
-                    group.create_task(loop(stop))
+                    group.create_task(guarded(loop))
                 await stop.wait()
                 deadline.reschedule(asyncio.get_running_loop().time() + grace_s)
     except TimeoutError:
@@ -159,8 +170,9 @@ class _Startup:
         _log(
             logging.INFO,
             "embedded valkey started",
-            url=server.url,
+            url=server.address,
             data_dir=str(server.data_dir),
+            password_file=str(server.password_path),
             append_only="everysec",
             log=str(server.log_path),
         )

@@ -129,7 +129,7 @@ async def serve(app: OpsApp, host: str, port: int, stop: asyncio.Event) -> None:
 
     A listener that cannot start (address in use) raises, which stops the daemon.
     """
-    port = _bindable(host, port)
+    port = bindable(host, port)
     server = Server(app, address=host, port=port, interface=Interfaces.ASGI,
                     log_enabled=False)
     serving = asyncio.create_task(server.serve())
@@ -169,17 +169,21 @@ def _netloc(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _bindable(host: str, port: int) -> int:
+def bindable(host: str, port: int, listener: str = "ops listener") -> int:
     """``port`` (or a free one for 0) if ``host:port`` can be bound; raises OSError if not.
 
     granian binds with SO_REUSEPORT, so a second daemon on the same port would start and
-    share the scrapes with the first; a plain bind first refuses a port in use.
+    share the requests with the first; a bind without SO_REUSEPORT first refuses a port
+    another process listens on. With SO_REUSEADDR, as granian's own bind: the connections
+    of a daemon that just died (killed, with scrapers' keep-alive connections open) linger
+    on the port in FIN_WAIT2/TIME_WAIT for up to a minute and must not stop its restart.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise OSError(exc.errno, f"ops listener cannot bind {_netloc(host, port)}: "
+            raise OSError(exc.errno, f"{listener} cannot bind {_netloc(host, port)}: "
                                      f"{exc.strerror}") from None
         return int(sock.getsockname()[1])

@@ -57,8 +57,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     Valkey on loopback."""
 
     data_dir: str = ".dispatchd"
-    """Directory of the embedded Valkey's data (append-only file) and log; created if
-    missing. Unused with redis_url."""
+    """Directory of the embedded Valkey's data (append-only file), password, ACL file and
+    log; created if missing, readable by its owner only (0700, files 0600). Unused with
+    redis_url."""
 
     embedded_port: Port = 0
     """Loopback TCP port of the embedded Valkey; 0 picks a free one."""

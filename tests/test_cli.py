@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -239,7 +241,10 @@ def test_run_on_external_server(
     assert loaded["build"] == scripts.build()
     assert loaded["action"] in ("loaded", "present")
     assert "consuming gateway streams" in d.record("ready")["msg"]
-    assert d.record("server checked")["fields"]["url"] == redis_url
+    assert d.record("server checked")["fields"]["url"] == daemon.redact(redis_url)
+    assert "***" in daemon.redact(redis_url)  # the test server has a password
+    password = urlsplit(redis_url).password
+    assert password and all(password not in line for line in d.lines)
     assert not (tmp_path / ".dispatchd").exists()  # no embedded server, no data dir
 
 
@@ -324,6 +329,102 @@ def test_broken_script_stops_the_daemon(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "embedded valkey stopped" in result.stderr
     assert valkey_pids(data_dir) == []
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by init, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition never came true"
+        time.sleep(0.05)
+
+
+def test_sigkilled_daemon_takes_its_valkey_along(
+    tmp_path: Path, spawn: Callable[..., Daemon]
+) -> None:
+    data_dir = tmp_path / "data"
+    env = clean_env(DISPATCHD_DATA_DIR=str(data_dir), DISPATCHD_ADMIN_PORT=str(free_port()))
+    d = spawn(env, tmp_path)
+    d.wait_for(is_json_msg("ready"))
+    [pid] = valkey_pids(data_dir)
+    d.proc.kill()  # SIGKILL: no clean-up of its own
+    d.proc.wait()
+    wait_until(lambda: valkey_pids(data_dir) == [])
+    # the server was told to stop (SIGTERM: append-only file flushed), not killed
+    assert "Received SIGTERM" in (data_dir / "valkey.log").read_text()
+
+    again = spawn(env, tmp_path)
+    again.wait_for(is_json_msg("ready"))
+    again.proc.send_signal(signal.SIGTERM)
+    assert again.finish() == 0
+    assert not alive(pid)
+    assert valkey_pids(data_dir) == []
+
+
+def _keep_alive_get(port: int, path: str) -> http.client.HTTPConnection:
+    """An HTTP/1.1 connection that made one request and stays open, as a scraper's."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    assert response.status in (200, 401)
+    assert not response.will_close
+    return conn
+
+
+def test_restart_after_sigkill_while_scrapers_hold_connections(
+    tmp_path: Path, spawn: Callable[..., Daemon]
+) -> None:
+    # The killed daemon's ends of these connections linger (FIN_WAIT2, then TIME_WAIT);
+    # the listeners must bind over them, at once.
+    metrics_port, admin_port = free_port(), free_port()
+    env = clean_env(
+        DISPATCHD_DATA_DIR=str(tmp_path / "data"),
+        DISPATCHD_METRICS_PORT=str(metrics_port),
+        DISPATCHD_ADMIN_PORT=str(admin_port),
+    )
+    first = spawn(env, tmp_path)
+    first.wait_for(is_json_msg("admin API listening"))
+    held = [_keep_alive_get(metrics_port, "/metrics"), _keep_alive_get(admin_port, "/v1/tenants")]
+    try:
+        first.proc.kill()
+        first.proc.wait()
+        second = spawn(env, tmp_path)
+        second.wait_for(is_json_msg("admin API listening"))
+        assert _keep_alive_get(metrics_port, "/healthz") is not None
+        second.proc.send_signal(signal.SIGTERM)
+        assert second.finish() == 0
+    finally:
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize("listener", ["metrics", "admin"])
+def test_a_port_another_daemon_listens_on_is_still_refused(
+    listener: str, tmp_path: Path, spawn: Callable[..., Daemon]
+) -> None:
+    ports = {"metrics": str(free_port()), "admin": str(free_port())}
+    env = clean_env(DISPATCHD_DATA_DIR=str(tmp_path / "one"),
+                    DISPATCHD_METRICS_PORT=ports["metrics"], DISPATCHD_ADMIN_PORT=ports["admin"])
+    first = spawn(env, tmp_path)
+    first.wait_for(is_json_msg("admin API listening"))
+    # a second daemon (its own data dir) on the same port of one listener
+    other = {"metrics": str(free_port()), "admin": str(free_port())} | {listener: ports[listener]}
+    second = spawn(env | {"DISPATCHD_DATA_DIR": str(tmp_path / "two"),
+                          "DISPATCHD_METRICS_PORT": other["metrics"],
+                          "DISPATCHD_ADMIN_PORT": other["admin"]}, tmp_path)
+    assert second.finish(timeout=30) == daemon.EXIT_FAILURE
+    [failed] = [r for r in second.records() if r["msg"] == "loop failed"]
+    assert f"127.0.0.1:{ports[listener]}: Address already in use" in failed["fields"]["error"]
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.finish() == 0
 
 
 # -------------------------------------------------------------------- daemon internals

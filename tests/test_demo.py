@@ -74,7 +74,8 @@ def test_demo_stops_early_on_sigint_with_a_summary() -> None:
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the header: the demo is up
-    assert first.startswith("dispatchd demo: tenant demo on redis://127.0.0.1:"), first
+    # its own Valkey has a password, never printed
+    assert first.startswith("dispatchd demo: tenant demo on redis://default:***@127.0.0.1:"), first
     seen = [first]
     while " assigned " not in seen[-1]:  # wait for the first assignment, then interrupt
         line = proc.stdout.readline()

