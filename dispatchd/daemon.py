@@ -26,11 +26,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import RedisError
 
 from dispatchd import observe, ops, tickets
+from dispatchd.connect import client_for, is_cluster_url
+from dispatchd.connect import redact as redact_any
 from dispatchd.consumer import ConsumerOptions, GatewayConsumer, wall_clock_ms
 from dispatchd.embedded import EmbeddedValkey, check_server
 from dispatchd.engine import Engine
@@ -106,6 +107,8 @@ def _log(level: int, msg: str, **fields: object) -> None:
 
 def redact(url: str) -> str:
     """``url`` without its password, fit for a log line."""
+    if is_cluster_url(url):
+        return redact_any(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -186,9 +189,8 @@ class _Startup:
     async def engine(self) -> Engine:
         url = await self.server_url()
         self.step = "connect"
-        client = aioredis.Redis.from_url(
-            url, decode_responses=False, socket_connect_timeout=CONNECT_TIMEOUT_S
-        )
+        client = client_for(url, decode_responses=False, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                            socket_timeout=None)
         self.stack.push_async_callback(client.aclose)
         await client.ping()
         self.step = "server check"
