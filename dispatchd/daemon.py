@@ -32,7 +32,8 @@ from redis.exceptions import RedisError
 from dispatchd import observe, ops, tickets
 from dispatchd.connect import client_for, is_cluster_url
 from dispatchd.connect import redact as redact_any
-from dispatchd.consumer import ConsumerOptions, GatewayConsumer, wall_clock_ms
+from dispatchd.cluster_consumer import consumer_for
+from dispatchd.consumer import ConsumerOptions, wall_clock_ms
 from dispatchd.embedded import EmbeddedValkey, check_server
 from dispatchd.engine import Engine
 from dispatchd.errors import DispatchError
@@ -247,7 +248,7 @@ def default_loops(settings: Settings) -> list[LoopFactory]:
     server."""
     opts = consumer_options(settings)
     loops: list[LoopFactory] = [
-        lambda engine: GatewayConsumer(engine, opts).run,
+        lambda engine: consumer_for(engine, opts).run,
         # the UTC form of every group's service hours, which the ticket scripts read
         lambda engine: lambda stop: tickets.windows_loop(engine, opts.tenants, stop, wall_clock_ms),
     ]
