@@ -222,6 +222,8 @@ class ClusterConsumer(GatewayConsumer):
     async def _assign(self) -> None:
         """Put every tenant in the loop of the master owning its slot (new loops for new
         masters; loops of nodes that are no master any more, with no tenants, stop)."""
+        if not self.redis.nodes_manager.slots_cache:
+            await self.redis.initialize()
         if self.remap.is_set():
             self.remap.clear()
             try:

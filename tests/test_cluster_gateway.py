@@ -25,8 +25,22 @@ from test_gateway_lifecycle import (  # noqa: F401  (collected here, on the clus
     test_timer_silence_chain_in_due_order,
     test_transfer_to_group_keeps_wait_and_frees_old_agent,
 )
+from test_gateway_replicas import (  # noqa: F401
+    replica,
+    test_a_stalled_replica_renews_before_it_reads,
+    test_entries_read_by_a_stalled_replica_are_taken_over,
+    test_holder_killed_mid_stream_the_other_takes_over,
+    test_replica_that_lost_its_lease_applies_nothing,
+    test_two_replicas_under_load,
+)
 
+from dispatchd.devcluster import DevCluster
 from dispatchd.engine import Engine
+
+
+@pytest.fixture(scope="session")
+def redis_url(dev_cluster: DevCluster) -> str:
+    return dev_cluster.url
 
 
 @pytest.fixture(scope="session")
