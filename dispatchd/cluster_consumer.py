@@ -32,8 +32,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -49,9 +50,9 @@ from dispatchd.consumer import (
     PRUNE_EVERY_S,
     ConsumerOptions,
     GatewayConsumer,
+    _is_nogroup,
     _Tenant,
     _Wire,
-    _is_nogroup,
     wall_clock_ms,
 )
 from dispatchd.engine import Engine
@@ -114,7 +115,8 @@ class ShardConsumer(GatewayConsumer):
         super().__init__(parent.engine, parent.opts, clock=parent.clock, name=parent.name)
         self.parent = parent
         self.node = node.name
-        self._wire = _ShardWire(node_client(node))
+        self._shard_wire = _ShardWire(node_client(node))
+        self._wire = self._shard_wire
         self.stop = asyncio.Event()
         self._failures = 0
 
@@ -137,7 +139,7 @@ class ShardConsumer(GatewayConsumer):
             pipe.commands.append(("XREADGROUP", "GROUP", GROUP, self.name,
                                   "COUNT", self.opts.batch_size, *wait,
                                   "STREAMS", t.inbound, ">"))
-        self._wire.reads = len(held)
+        self._shard_wire.reads = len(held)
         return True
 
     def take(self, t: _Tenant, backlog: list[Any]) -> None:
@@ -174,7 +176,8 @@ class ShardConsumer(GatewayConsumer):
                 self._retake_all()
             await self._failed(exc)
             raise
-        redirected, self._wire.redirected = self._wire.redirected, None
+        wire = self._shard_wire
+        redirected, wire.redirected = wire.redirected, None
         if redirected is not None:
             await self._failed(redirected)
             return
@@ -202,6 +205,7 @@ class ClusterConsumer(GatewayConsumer):
     def __init__(self, engine: Engine, options: ConsumerOptions | None = None, *,
                  clock: Callable[[], int] = wall_clock_ms, name: str | None = None) -> None:
         super().__init__(engine, options, clock=clock, name=name)
+        self.cluster = cast(RedisCluster, engine.redis)
         self.shards: dict[str, ShardConsumer] = {}
         #: tenant -> the node name of the master owning its slot
         self.owner: dict[str, str] = {}
@@ -210,7 +214,7 @@ class ClusterConsumer(GatewayConsumer):
         self._remap_failures = 0
 
     @property
-    def batches(self) -> int:  # type: ignore[override]
+    def batches(self) -> int:
         return sum(s.batches for s in self.shards.values())
 
     @batches.setter
@@ -222,12 +226,12 @@ class ClusterConsumer(GatewayConsumer):
     async def _assign(self) -> None:
         """Put every tenant in the loop of the master owning its slot (new loops for new
         masters; loops of nodes that are no master any more, with no tenants, stop)."""
-        if not self.redis.nodes_manager.slots_cache:
-            await self.redis.initialize()
+        if not self.cluster.nodes_manager.slots_cache:
+            await self.cluster.initialize()
         if self.remap.is_set():
             self.remap.clear()
             try:
-                await self.redis.nodes_manager.initialize()
+                await self.cluster.nodes_manager.initialize()
                 self._remap_failures = 0
             except RedisError as exc:
                 self._remap_failures += 1
@@ -236,15 +240,15 @@ class ClusterConsumer(GatewayConsumer):
                 self.remap.set()
                 await asyncio.sleep(min(0.1 * 2 ** self._remap_failures, 2.0))
                 return
-        manager = self.redis.nodes_manager
+        manager = self.cluster.nodes_manager
         for name, t in self.tenants.items():
-            node = manager.get_node_from_slot(self.redis.keyslot(t.root))
+            node = manager.get_node_from_slot(self.cluster.keyslot(t.root))
             if node.name not in self.shards:
                 self._start_shard(node)
             if name not in self.owner:  # a new tenant: straight into its shard
                 self.shards[node.name].tenants[name] = t
             self.owner[name] = node.name
-        masters = {n.name for n in self.redis.get_primaries()}
+        masters = {n.name for n in self.cluster.get_primaries()}
         for name in [n for n, s in self.shards.items() if n not in masters and not s.tenants]:
             shard = self.shards.pop(name)
             shard.stop.set()
@@ -291,7 +295,8 @@ class ClusterConsumer(GatewayConsumer):
                     if task is None or (task.done() and not shard.stop.is_set()):
                         self._tasks[name] = asyncio.get_running_loop().create_task(
                             shard.run_until_stopped(), name=f"dispatchd-shard-{name}")
-                waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.remap.wait())]
+                waits = [asyncio.ensure_future(stop.wait()),
+                         asyncio.ensure_future(self.remap.wait())]
                 await asyncio.wait(waits, timeout=self.opts.tenants_refresh_ms / 1000,
                                    return_when=asyncio.FIRST_COMPLETED)
                 for w in waits:

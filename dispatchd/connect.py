@@ -9,11 +9,13 @@ default to 6379; a database other than 0 is refused (a cluster has only db 0).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
 
 from dispatchd.errors import DispatchError
 
@@ -33,7 +35,8 @@ class ClusterURL:
     def __init__(self, url: str) -> None:
         scheme, sep, rest = url.partition("://")
         if not sep or scheme not in CLUSTER_SCHEMES:
-            raise BadURL(f"a cluster URL starts with {' or '.join(s + '://' for s in CLUSTER_SCHEMES)}")
+            schemes = " or ".join(s + "://" for s in CLUSTER_SCHEMES)
+            raise BadURL(f"a cluster URL starts with {schemes}")
         self.tls = scheme == "rediss+cluster"
         self.username: str | None = None
         self.password: str | None = None
@@ -114,10 +117,12 @@ def cluster_twin(client: RedisCluster, **opts: Any) -> RedisCluster:
     TLS but its own connections, and ``opts`` overriding the connection options."""
     seeds = [ClusterNode(n.host, n.port) for n in client.get_nodes()] or [
         ClusterNode(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]
-    kwargs = dict(client.connection_kwargs)
-    for name in ("host", "port", "connection_class", "retry", "retry_on_error",
-                 "response_callbacks", "event_dispatcher"):
-        kwargs.pop(name, None)
+    accepted = set(inspect.signature(RedisCluster.__init__).parameters) - {
+        "self", "host", "port", "startup_nodes", "retry", "retry_on_error", "event_dispatcher"}
+    kwargs = {k: v for k, v in client.connection_kwargs.items() if k in accepted}
+    connection_class = client.connection_kwargs.get("connection_class")
+    if connection_class is not None and issubclass(connection_class, SSLConnection):
+        kwargs["ssl"] = True
     kwargs.update(opts)
     return RedisCluster(startup_nodes=seeds, **kwargs)
 

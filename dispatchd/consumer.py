@@ -149,7 +149,7 @@ class _Wire:
     def __init__(self, redis: Any) -> None:
         # a cluster client has no one pool: its shard loops have wires of their own
         # (dispatchd.cluster_consumer)
-        self.pool = getattr(redis, "connection_pool", None)
+        self.pool: Any = getattr(redis, "connection_pool", None)
         self.conn: Any = None
 
     async def roundtrip(self, commands: list[tuple[Any, ...]]) -> list[Any]:

@@ -30,9 +30,9 @@ import uvloop
 from redis.exceptions import RedisError
 
 from dispatchd import observe, ops, tickets
+from dispatchd.cluster_consumer import consumer_for
 from dispatchd.connect import client_for, is_cluster_url
 from dispatchd.connect import redact as redact_any
-from dispatchd.cluster_consumer import consumer_for
 from dispatchd.consumer import ConsumerOptions, wall_clock_ms
 from dispatchd.embedded import EmbeddedValkey, check_server
 from dispatchd.engine import Engine
@@ -190,8 +190,8 @@ class _Startup:
     async def engine(self) -> Engine:
         url = await self.server_url()
         self.step = "connect"
-        client = client_for(url, decode_responses=False, socket_connect_timeout=CONNECT_TIMEOUT_S,
-                            socket_timeout=None)
+        client: Any = client_for(url, decode_responses=False,
+                                 socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=None)
         self.stack.push_async_callback(client.aclose)
         await client.ping()
         self.step = "server check"

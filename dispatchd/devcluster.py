@@ -164,10 +164,10 @@ class DevCluster:
             step = SLOTS // MASTERS
             for i, c in enumerate(clients[:MASTERS]):
                 hi = SLOTS - 1 if i == MASTERS - 1 else (i + 1) * step - 1
-                c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, hi)
+                c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, hi)  # type: ignore[no-untyped-call]
             for p, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
-                clients[0].execute_command("CLUSTER", "MEET", HOST, p, bus)
-            ids = [c.execute_command("CLUSTER", "MYID") for c in clients]
+                clients[0].execute_command("CLUSTER", "MEET", HOST, p, bus)  # type: ignore[no-untyped-call]
+            ids = [c.execute_command("CLUSTER", "MYID") for c in clients]  # type: ignore[no-untyped-call]
             ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
 
             def everyone_known() -> bool:
@@ -176,7 +176,7 @@ class DevCluster:
 
             self._wait("every node meeting the others", deadline, everyone_known)
             for r in range(MASTERS, len(clients)):
-                clients[r].execute_command("CLUSTER", "REPLICATE", ids[r - MASTERS])
+                clients[r].execute_command("CLUSTER", "REPLICATE", ids[r - MASTERS])  # type: ignore[no-untyped-call]
 
             def ok() -> bool:
                 for c in clients:
@@ -245,7 +245,8 @@ def run(directory: str | Path, base_port: int) -> int:
         print(f"local Valkey Cluster up: {MASTERS} masters ({', '.join(map(str, cluster.masters))})"
               f" + {len(cluster.ports) - MASTERS} replicas"
               f" ({', '.join(map(str, cluster.ports[MASTERS:]))}) in {cluster.dir}", flush=True)
-        print(f"password in {cluster.dir / datadir.PASSWORD_FILE}; run the daemon with:", flush=True)
+        print(f"password in {cluster.dir / datadir.PASSWORD_FILE}; run the daemon with:",
+              flush=True)
         print(f"DISPATCHD_REDIS_URL='{cluster.url}'", flush=True)
         print("Ctrl-C stops the cluster.", flush=True)
         while not stopping:
