@@ -93,8 +93,9 @@ def check_url(url: str) -> None:
         ClusterURL(url)
 
 
-def client_for(url: str, **opts: Any) -> aioredis.Redis | RedisCluster:
-    """A client for ``url``: ``Redis`` for one server, ``RedisCluster`` for a cluster URL.
+def client_for(url: str, **opts: Any) -> Any:
+    """A client for ``url``: ``redis.asyncio.Redis`` for one server, ``RedisCluster`` for a
+    cluster URL (typed ``Any``: both have the command methods the callers use).
 
     ``opts`` are redis-py client options (``decode_responses``, ``socket_timeout``, ...)
     given to either; ``retry`` is dropped for a cluster (its client retries MOVED/ASK and

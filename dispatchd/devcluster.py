@@ -36,9 +36,21 @@ class DevClusterError(DispatchError):
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    return _free_ports(1)[0]
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports nobody listens on (all held open while picked)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind((HOST, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _port_free(port: int) -> bool:
@@ -109,9 +121,20 @@ class DevCluster:
                                       " choose another --base-port")
             self.bus_ports = [p + 10000 if p + 10000 <= 65535 else _free_port()
                               for p in self.ports]
-        else:
-            self.ports = [_free_port() for _ in range(n)]
-            self.bus_ports = [_free_port() for _ in range(n)]
+            self._start(timeout)
+            return self
+        for attempt in range(3):  # a free port picked can be taken before a node binds it
+            picked = _free_ports(2 * n)
+            self.ports, self.bus_ports = picked[:n], picked[n:]
+            try:
+                self._start(timeout)
+                return self
+            except DevClusterError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> None:
         try:
             for port, bus in zip(self.ports, self.bus_ports, strict=True):
                 self._launch(port, bus)
@@ -119,7 +142,6 @@ class DevCluster:
         except BaseException:
             self.stop()
             raise
-        return self
 
     def _node_dir(self, port: int) -> Path:
         return self.dir / f"node-{port}"
@@ -135,7 +157,8 @@ class DevCluster:
             "--cluster-config-file", str(d / "nodes.conf"),
             "--cluster-node-timeout", "2000",
             "--requirepass", self.password, "--masterauth", self.password,
-            "--appendonly", "no", "--save", "", "--dir", str(d),
+            "--appendonly", "no", "--save", "", "--repl-diskless-sync-delay", "0",
+            "--dir", str(d),
             "--logfile", str(d / "valkey.log"),
         ]
         self.procs[port] = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
