@@ -320,3 +320,22 @@ async def test_transfer_to_a_busy_agent_without_preference_wait(engine, redis_cl
     assert ds[-1]["agent"] == "a2" and ds[-1]["preferred"] == {
         "agent": "a1", "kind": "transfer", "used": False,
         "reason": "at capacity, preference_ms is 0"}
+
+
+async def test_the_gateway_stream_never_carries_the_decision(engine, redis_client, tenant):
+    from gateway_helpers import open_gateway
+
+    async with open_gateway(engine, redis_client, tenant) as gw:
+        await gw.group("g", record_decisions=True)
+        await gw.agent("ann", ["g"])
+        events = await gw.run({"type": "arrive", "id": "c1", "session": "s1", "group": "g"})
+        [assigned] = [e for e in events if e["type"] == "assigned"]
+        assert "decision" not in assigned and assigned["agent"] == "ann"
+        raw = await redis_client.xrange(keys.key("outbound", tenant))
+        assert all(b"decision" not in fields[b"json"] for _, fields in raw)
+        # the history entry is the stream's event plus the decision
+        [entry] = [e for e in await history(redis_client, tenant, "s1")
+                   if e["type"] == "assigned"]
+        d = entry.pop("decision")
+        assert entry == {k: v for k, v in assigned.items() if k != "_entry"}
+        assert d["agent"] == "ann" and d["side"] == "customer"
