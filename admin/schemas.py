@@ -332,21 +332,21 @@ class DecisionCandidate(_Out, frozen=True, kw_only=True):
     group: str
     """The group whose candidates it was found in (its ability and K, M are this group's)."""
     rank: float | None
-    """The stored rank (lower is offered first): last_assigned_ms/1000 − spare_term −
+    """The stored rank (lower is offered first): last_assigned_ms/1000 - spare_term -
     preclosed_term; null when the agent is not a member of ``group``."""
     readiness: float | None
-    """now/1000 − rank = idle_ms/1000 + spare_term + preclosed_term (higher is better)."""
+    """now/1000 - rank = idle_ms/1000 + spare_term + preclosed_term (higher is better)."""
     idle_ms: int | None
-    """now − last_assigned_ms (null: never assigned nor online)."""
+    """now - last_assigned_ms (null: never assigned nor online)."""
     capacity: int
     load: int
     preclosed: int
     ability: float | None
     """Its ability in ``group``; null when it is not a member."""
     spare_term: float | None
-    """K × (capacity − load) / capacity × ability."""
+    """K * (capacity - load) / capacity * ability."""
     preclosed_term: float | None
-    """−K × M × preclosed / capacity × ability (0 or negative)."""
+    """-K * M * preclosed / capacity * ability (0 or negative)."""
     blocked: bool
     """The customer blocks this agent: the router skipped it."""
 
@@ -366,7 +366,7 @@ class DecisionCustomer(_Out, frozen=True, kw_only=True):
     ability: float | None
     """The agent's ability in ``via_group`` (own-group queues are taken highest first)."""
     virtual_arrival_ms: int
-    """Arrival − priority × U: lower first within the same ability or tier."""
+    """Arrival - priority * U: lower first within the same ability or tier."""
 
 
 class DecisionPreferred(_Out, frozen=True, kw_only=True):
