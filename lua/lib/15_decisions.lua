@@ -84,7 +84,8 @@ function L.candidate_terms(ag, g, now, blocked, rank)
   if gc and ab and ag.cap > 0 then
     c.ability = ab
     c.spare_term = gc.k * (ag.cap - ag.load) / ag.cap * ab
-    c.preclosed_term = -gc.k * gc.m * ag.pre / ag.cap * ab
+    -- (0, not -0, when nothing is pre-closed)
+    c.preclosed_term = ag.pre == 0 and 0 or -gc.k * gc.m * ag.pre / ag.cap * ab
     rank = rank or L.rank(ag, gc, ab)
     c.rank, c.readiness = rank, now / 1000 - rank
   end
