@@ -215,7 +215,7 @@ async def test_membership_off_the_first_replica_holds_every_tenant(redis_url, te
     clients = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
     opts = ConsumerOptions(tenants=tenants, block_ms=5, tick_ms=20, lease_ms=LEASE_MS,
                            discover=False, heartbeat_ms=0)
-    a, b = (GatewayConsumer(Engine(c), opts, name=n) for c, n in zip(clients, "AB"))
+    a, b = (GatewayConsumer(Engine(c), opts, name=n) for c, n in zip(clients, "AB", strict=True))
     try:
         await a.step()
         stop = asyncio.Event()
