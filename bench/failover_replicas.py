@@ -221,11 +221,11 @@ async def idle_traffic(redis: aioredis.Redis, url: str, tenants: list[str],
             await holders_of_all(redis, tenants, reps)
         await asyncio.sleep(2.0)
         calls0, cpu0 = await command_calls(redis), [proc_cpu_s(r.pid) for r in reps]
-        redis0 = await redis_cpu_s(redis)
+        redis0, usec0 = await redis_cpu_s(redis), await command_usec(redis)
         t0 = time.monotonic()
         await asyncio.sleep(seconds)
         calls1, cpu1 = await command_calls(redis), [proc_cpu_s(r.pid) for r in reps]
-        redis1 = await redis_cpu_s(redis)
+        redis1, usec1 = await redis_cpu_s(redis), await command_usec(redis)
         dt = time.monotonic() - t0
     finally:
         for r in reps:
@@ -237,6 +237,8 @@ async def idle_traffic(redis: aioredis.Redis, url: str, tenants: list[str],
     # commandstats also counts the commands scripts run, so TIME and ZRANGE are not theirs
     beats = rates.get("zadd", 0.0) / len(reps)
     shown = ", ".join(f"{c} {r:.1f}" for c, r in sorted(rates.items(), key=lambda x: -x[1]))
+    usec = {c: (usec1[c] - usec0.get(c, 0)) / dt for c in usec1}
+    fcall_us = usec.get("fcall", 0.0) / len(tenants)
     daemon_cpu = [(b - a) / dt for a, b in zip(cpu0, cpu1, strict=True)]
     say(f"  idle, 2 replicas x {len(tenants)} tenants, {dt:.0f} s: Redis calls/s, scripts' "
         f"own included: {shown}")
@@ -244,10 +246,17 @@ async def idle_traffic(redis: aioredis.Redis, url: str, tenants: list[str],
         f" which renew the lease of a held tenant, and take attempts); per replica: "
         f"{beats:.1f} heartbeats/s = {4 * beats:.1f} commands/s, xreadgroup "
         f"{rates.get('xreadgroup', 0.0) / len(reps):.1f}/s; Redis CPU "
-        f"{(redis1 - redis0) / dt * 100:.2f} % of a core "
-        f"({(redis1 - redis0) / dt / per * 1e6:.0f} us/s per replica per tenant); daemon CPU "
+        f"{(redis1 - redis0) / dt * 100:.2f} % of a core in all (fcall {fcall_us:.0f} us/s per "
+        f"tenant, {usec.get('zadd', 0.0) / len(reps):.0f} us/s per replica in the "
+        f"heartbeats' ZADD); daemon CPU "
         + ", ".join(f"{c * 100:.2f} %" for c in daemon_cpu) + " of a core "
         f"({sum(daemon_cpu) / per * 1e6:.0f} us/s per replica per tenant)")
+
+
+async def command_usec(client: aioredis.Redis) -> dict[str, int]:
+    """Server CPU microseconds per command so far (``INFO commandstats``)."""
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in stats.items()}
 
 
 async def run_config(args: argparse.Namespace, cfg: tuple[int, int]) -> None:
@@ -270,8 +279,9 @@ async def run_config(args: argparse.Namespace, cfg: tuple[int, int]) -> None:
             gaps = await trials(redis, server.url, tenants, cfg, args.trials, args.rate,
                                 workdir)
             gaps.sort()
-            say(f"  gap after SIGKILL over {len(gaps)} tenant moves: min {gaps[0]} ms, "
-                f"median {gaps[len(gaps) // 2]} ms, max {gaps[-1]} ms")
+            if gaps:
+                say(f"  gap after SIGKILL over {len(gaps)} tenant moves: min {gaps[0]} ms, "
+                    f"median {gaps[len(gaps) // 2]} ms, max {gaps[-1]} ms")
             await idle_traffic(redis, server.url, tenants, cfg, args.idle_s, workdir)
         finally:
             with contextlib.suppress(Exception):
