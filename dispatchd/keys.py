@@ -132,6 +132,9 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: Not a tenant key: the set of tenant ids the daemon serves (no hash tag, own slot).
 TENANTS_KEY = "dispatchd:tenants"
+#: Not a tenant key: zset of the live daemon replicas, member = consumer name, score =
+#: server ms its registration runs out (dispatchd/membership.py); own slot.
+REPLICAS_KEY = "dispatchd:replicas"
 #: Not tenant keys: admin API tokens (sha256 of the token -> msgpack record), token id ->
 #: sha256, and the audit stream of token and tenant changes; one hash tag, one slot.
 TOKENS_KEY = "{dispatchd}:tokens"
