@@ -188,8 +188,8 @@ async def test_a_stopped_replica_hands_its_tenants_over_at_once(replicas, redis_
     await b.halt()
     assert moves("released_stop") - stopped == len(set(tenants) - a.held())
     assert await redis_client.zscore(keys.REPLICAS_KEY, "B") is None  # deregistered
-    await until(lambda: a.held() == set(tenants), 2, "A did not take B's tenants")
-    assert time.monotonic() - started < 1.0
+    await until(lambda: a.held() == set(tenants), 2.5, "A did not take B's tenants")
+    assert time.monotonic() - started < 2.5  # well under the 5 s lease: handed over
 
 
 async def test_a_killed_replicas_tenants_move_once_the_lease_runs_out(replicas, tenant):
@@ -241,6 +241,8 @@ async def daemons(redis_url, redis_client, tenant) -> AsyncIterator[Callable[[],
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHD_")}
     env |= {"DISPATCHD_REDIS_URL": redis_url, "DISPATCHD_TENANTS": tenants,
             "DISPATCHD_BLOCK_MS": "5", "DISPATCHD_LOG_LEVEL": "INFO",
+            # a long lease: a handover well under it is not the lease running out
+            "DISPATCHD_LEASE_MS": "10000",
             "DISPATCHD_ADMIN_ENABLED": "false", "DISPATCHD_METRICS_PORT": "0"}
     started: list[Daemon] = []
 
@@ -283,7 +285,9 @@ async def test_two_daemons_share_the_tenants_and_a_sigterm_hands_over(daemons, r
     started = time.monotonic()
     while any(h is None or h.split(b"-")[-2] == pid
               for h in await holders(redis_client, mine)):
-        assert time.monotonic() - started < 1.0, await holders(redis_client, mine)
+        # a handover, not the 10 s lease running out (a bound far from both, for loaded
+        # CI machines: the hand-over itself takes one heartbeat)
+        assert time.monotonic() - started < 4.0, await holders(redis_client, mine)
         await asyncio.sleep(0.01)
     # the first SIGTERM stops it (a second one, from stop(), could land after the
     # daemon removed its handlers on the way out)
