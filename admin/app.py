@@ -33,6 +33,7 @@ from litestar.routes import HTTPRoute
 from admin import schemas
 from admin.auth import BearerAuth, role_guard
 from admin.checks import request_guard
+from admin.console import pages as console
 from admin.routes_access import AuditController, TokenController
 from admin.routes_agents import AgentController, RuleController
 from admin.routes_config import GroupController, TeamController, TenantController
@@ -169,7 +170,7 @@ async def _log_unexpected(exc: Exception, scope: Any) -> None:
 def create_app(admin: Admin) -> Litestar:
     """The admin API over ``admin`` (engine, clock, token store)."""
     app = Litestar(
-        route_handlers=CONTROLLERS,
+        route_handlers=[*CONTROLLERS, console.router(admin)],  # the console: docs/console.md
         dependencies={"admin": Provide(lambda: admin, use_cache=True, sync_to_thread=False)},
         # OPTIONS too (Litestar exempts it by default, and the guard then failed on a
         # missing user: a 500 on every route)
@@ -229,4 +230,4 @@ async def _answer_options(request: Request[Any, Any, Any]) -> Response[None] | N
 def _state(admin: Admin) -> Any:
     from litestar.datastructures import State
 
-    return State({"tokens": admin.tokens, "admin": admin})
+    return State({"tokens": admin.tokens, "admin": admin, "console": console.Console(admin)})

@@ -63,7 +63,8 @@ def admin_loop(
             # refuses a port in use (granian's SO_REUSEPORT would share it), not one
             # that a killed daemon's connections linger on
             port = bindable(settings.admin_host, settings.admin_port, "admin API")
-            server = Server(create_app(admin), address=settings.admin_host, port=port,
+            app = create_app(admin)
+            server = Server(app, address=settings.admin_host, port=port,
                             interface=Interfaces.ASGI, log_enabled=False)
             serving = asyncio.create_task(server.serve())
             log.info("admin API listening", extra={"fields": {
@@ -76,6 +77,7 @@ def admin_loop(
                 raise RuntimeError("admin API server stopped unexpectedly")
             server.stop()  # type: ignore[no-untyped-call]
             await serving
+            await app.state["console"].hub.aclose()
             await admin.aclose()
 
         return run
