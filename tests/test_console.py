@@ -125,3 +125,82 @@ async def test_the_tenant_scope_of_the_token_holds(api: Api, atenant: str) -> No
         assert r.status_code == 403 and "not valid for tenant" in r.text
         r = await client.get("/console/")
         assert r.status_code == 303 and r.headers["location"] == f"/console/t/{atenant}"
+
+
+async def _centre(api: Api, t: str) -> None:
+    b = f"/v1/tenants/{t}"
+    await api.ok("POST", f"{b}/groups", json={"id": "billing"}, status=201)
+    await api.ok("POST", f"{b}/agents", json={"id": "ann", "capacity": 1,
+                                              "abilities": {"billing": 1}}, status=201)
+
+
+async def test_a_viewer_can_change_nothing(api: Api, atenant: str) -> None:
+    await _centre(api, atenant)
+    async with signed_in(api, "viewer") as client:
+        page = await client.get(f"/console/t/{atenant}/agents")
+        assert page.status_code == 200 and "Set status of ann" not in page.text
+        token = csrf(page.text)  # the viewer's own session token: still refused
+        base = f"/console/t/{atenant}"
+        for path, data in ((f"{base}/agents/ann/status", {"status": "online"}),
+                           (f"{base}/sessions/s1/close", {}),
+                           (f"{base}/config/groups/billing", {"k": "1"}),
+                           (f"{base}/config/rules", {"op": "delete", "index": "0"})):
+            r = await client.post(path, data={**data, "csrf": token})
+            assert r.status_code == 403, (path, r.status_code)
+        for path in (f"{base}/config", f"{base}/config/groups/billing", f"{base}/audit"):
+            assert (await client.get(path)).status_code == 403, path
+    agent = await api.ok("GET", f"/v1/tenants/{atenant}/agents/ann")
+    assert agent["status"] == "offline"
+
+
+async def test_a_supervisor_sets_a_status_through_the_api_and_its_audit(
+        api: Api, atenant: str) -> None:
+    await _centre(api, atenant)
+    async with signed_in(api, "supervisor") as client:
+        page = await client.get(f"/console/t/{atenant}/agents")
+        r = await client.post(f"/console/t/{atenant}/agents/ann/status",
+                              data={"status": "online", "csrf": csrf(page.text)})
+        assert r.status_code == 303, r.text
+        r = await client.post(f"/console/t/{atenant}/agents/ann/status",
+                              data={"status": "lunch", "csrf": csrf(page.text)})
+        assert r.status_code == 400 and "status: Invalid enum value" in r.text  # by its field
+    assert (await api.ok("GET", f"/v1/tenants/{atenant}/agents/ann"))["status"] == "online"
+    audit = await api.ok("GET", f"/v1/tenants/{atenant}/audit", params={"resource": "agent"})
+    assert audit["items"][0]["action"] == "status"
+    assert audit["items"][0]["actor"].endswith(":test-supervisor")
+
+
+async def test_two_admins_editing_a_group_get_the_version_conflict(
+        api: Api, atenant: str) -> None:
+    await _centre(api, atenant)
+    path = f"/console/t/{atenant}/config/groups/billing"
+    async with signed_in(api) as one, signed_in(api) as two:
+        form_one, form_two = (await one.get(path)).text, (await two.get(path)).text
+        fields = dict(re.findall(r'<input id="[^"]+" name="([^"]+)" type="text" value="([^"]*)"',
+                                 form_one))
+        version = re.search(r'name="version" value="(\d+)"', form_one).group(1)  # type: ignore[union-attr]
+        r = await one.post(path, data={**fields, "k": "10", "version": version,
+                                       "csrf": csrf(form_one)})
+        assert r.status_code == 303, r.text
+        r = await two.post(path, data={**fields, "k": "20", "version": version,
+                                       "csrf": csrf(form_two)})
+        assert r.status_code == 412 and "Someone else changed this group" in r.text
+        assert 'value="10.0"' in r.text  # the form now shows the current values
+        r = await one.post(path, data={**fields, "k": "-1", "version": str(int(version) + 1),
+                                       "csrf": csrf(form_one)})
+        assert r.status_code == 400
+        assert re.search(r'id="f-k-error">[^<]*Expected `float` &gt;= 0', r.text), r.text
+    group = await api.ok("GET", f"/v1/tenants/{atenant}/groups/billing")
+    assert group["k"] == 10
+
+
+async def test_the_audit_log_spells_out_the_stored_keys(api: Api, atenant: str) -> None:
+    await _centre(api, atenant)
+    g = await api.ok("GET", f"/v1/tenants/{atenant}/groups/billing")
+    body = {k: g[k] for k in ("k", "m", "priority_unit_ms", "tiers", "timers")}
+    body["timers"] = {**body["timers"], "queue_warning_ms": 5000}
+    await api.ok("PUT", f"/v1/tenants/{atenant}/groups/billing", json=body)
+    async with signed_in(api, "supervisor") as client:
+        r = await client.get(f"/console/t/{atenant}/audit")
+        assert r.status_code == 200
+        assert "queue warning ms" in r.text and "qwarn" not in r.text

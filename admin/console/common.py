@@ -58,6 +58,8 @@ def _when(value: Any) -> str:
 ENV.filters["ms"] = _ms
 ENV.filters["when"] = _when
 ENV.filters["pct"] = lambda v: "—" if v is None else f"{100 * float(v):.0f} %"
+#: ``key is under("tiers")``: the API's field path names that field or a part of it
+ENV.tests["under"] = lambda key, name: key == name or key.startswith((f"{name}.", f"{name}["))
 ENV.filters["q"] = lambda v: quote(str(v), safe="")
 
 
