@@ -139,15 +139,25 @@ async def wallboard_live(request: Request[Any, Any, Any], tenant: str) -> Server
     check_id(tenant, "tenant")
     console = _console(request.app)
     await console.admin.require_tenant(tenant)
-    return ServerSentEvent(_stream(console, tenant), retry_duration=1000,
+    sid = request.cookies.get("dispatchd_console")
+    return ServerSentEvent(_stream(console, tenant, sid), retry_duration=1000,
                            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-async def _stream(console: Console, tenant: str) -> AsyncIterator[dict[str, Any]]:
+async def _stream(console: Console, tenant: str,
+                  sid: str | None) -> AsyncIterator[dict[str, Any]]:
+    """The wallboard's events while the session lives: its token is looked up again every
+    :data:`live.IDLE_REFRESH_S` at most, and a revoked or expired one ends the stream (the
+    browser reconnects, is refused, and the page goes to the sign-in page)."""
     feed = await console.hub.watch(tenant)
     template = ENV.get_template("board.html")
+    checked = time.monotonic()
     try:
         while True:
+            if time.monotonic() - checked >= live.IDLE_REFRESH_S:
+                checked = time.monotonic()
+                if isinstance(await console.sessions.resolve(sid, console.admin.clock()), str):
+                    return
             changed = feed.changed
             started = time.monotonic()
             try:
