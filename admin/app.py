@@ -1,7 +1,9 @@
 """The Litestar application of the admin API (docs/admin.md).
 
 Every route, the OpenAPI document and OPTIONS included, needs ``Authorization: Bearer
-<token>`` (:mod:`admin.auth`); each route names the least role it needs. The OpenAPI 3.1 document
+<token>`` (:mod:`admin.auth`); each route names the least role it needs. The console
+under ``/console`` (:mod:`admin.console`) signs in with a token once and then uses a
+session cookie; its pages call these routes in process. The OpenAPI 3.1 document
 is at ``/schema/openapi.json``.
 """
 

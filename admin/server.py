@@ -68,7 +68,8 @@ def admin_loop(
                             interface=Interfaces.ASGI, log_enabled=False)
             serving = asyncio.create_task(server.serve())
             log.info("admin API listening", extra={"fields": {
-                "url": f"http://{settings.admin_host}:{port}", "openapi": "/schema/openapi.json"}})
+                "url": f"http://{settings.admin_host}:{port}", "openapi": "/schema/openapi.json",
+                "console": f"http://{settings.admin_host}:{port}/console"}})
             stopped = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if serving in done:
