@@ -258,3 +258,30 @@ def test_a_viewer_sees_no_action_and_a_revoked_token_signs_out(browser: Any,
     page.wait_for_url(re.compile(r"/console/login$"), timeout=10_000)
     expect(page.locator("#ended")).to_contain_text("Your token was revoked.")
     page.context.close()
+
+
+def test_read_a_decision(browser: Any, daemon: Daemon) -> None:
+    """The session page's "Why this agent?" panel shows the recorded decision: the
+    candidates compared with their score terms and the one chosen."""
+    from playwright.sync_api import expect
+
+    group = daemon.ok("GET", "/groups/sales")
+    if "record_decisions" not in group:
+        pytest.skip("decision recording (issue 15 item 2, GET .../sessions/{s}/decisions) "
+                    "is not in this build yet")
+    body = {k: v for k, v in group.items() if k not in ("id", "version", "in_service_hours")}
+    daemon.ok("PUT", "/groups/sales", json={**body, "record_decisions": True})
+    daemon.ok("POST", "/agents/bob/status", json={"status": "online"})
+    daemon.arrive("s9", "sales")
+    for _ in range(100):
+        if daemon.ok("GET", "/sessions/s9")["agent"] == "bob":
+            break
+        time.sleep(0.05)
+    page = new_page(browser, daemon)
+    page.goto(f"{daemon.base}/console/t/{daemon.tenant}/sessions/s9")
+    decision = page.get_by_role("article", name="Decision 1")
+    expect(decision).to_contain_text("to bob in sales")
+    expect(decision.get_by_role("row", name=re.compile(r"bob \(chosen\)"))).to_have_count(1)
+    every_control_is_labelled(page)
+    shot(page, "decision")
+    page.context.close()
