@@ -144,6 +144,9 @@ GLOBAL_AUDIT_KEY = "{dispatchd}:audit"
 TOKEN_USED_KEY = "{dispatchd}:token-used"
 #: hash: "<tenant>:<deleted ms>" -> msgpack record of a deleted tenant's archived audit log
 AUDIT_ARCHIVES_KEY = "{dispatchd}:audit-archives"
+#: Prefix of a supervisor console session (admin/console/session.py): + sha256 of the
+#: session cookie -> msgpack record (the token's sha256, the CSRF token), with a TTL
+CONSOLE_SESSION_PREFIX = "{dispatchd}:console:"
 #: The infix of a deleted tenant's archived audit log (:func:`audit_archive`).
 AUDIT_ARCHIVE_INFIX = "audit:deleted:"
 
