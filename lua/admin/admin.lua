@@ -100,6 +100,7 @@ local function publish(events, now, maxlen)
   for i, e in ipairs(events) do
     local copy = {}
     for k, v in pairs(e) do copy[k] = v end
+    e.decision = nil -- kept in the session's history only
     out[i] = (L.outbound(copy, now, nil, sessions)) -- (): its JSON only, not the session info
     call("XADD", K.outbound(), "MAXLEN", "~", maxlen, "*", "json", out[i])
   end
