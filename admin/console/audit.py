@@ -14,7 +14,7 @@ LABELS: dict[str, str] = {
     "cap": "capacity", "st": "status", "load": "load", "pre": "pre-closed sessions",
     "last": "last assigned (Unix ms)", "tlim": "ticket limit", "name": "name", "team": "team",
     "slms": "service-level threshold (ms)", "slt": "service-level target",
-    "dec": "record decisions", "frt": "first response target (ms)",
+    "rd": "record decisions", "frt": "first response target (ms)",
     "res": "resolution target (ms)", "fields": "fields",
     **{stored: api.replace("_", " ") for api, stored in TIMER_KEYS.items()},
     **{stored: f"tickets: {api.replace('_', ' ')}" for api, stored in TICKET_KEYS.items()},
