@@ -125,9 +125,7 @@ async def _session_page(request: Request[Any, Any, Any], tenant: str, session: s
     groups = await get_json(request, f"/v1/tenants/{tenant}/groups", limit=1000)
     return page(request, "session.html", tenant=tenant, s=answer.body,
                 decisions=decisions.body if decisions.ok else None,
-                decisions_error=None if decisions.ok else (
-                    "this build of dispatchd does not record decisions"
-                    if decisions.status == 404 else decisions.detail),
+                decisions_error=None if decisions.ok else decisions.detail,
                 agents=people.body["items"] if people.ok else [],
                 groups=[g["id"] for g in groups.body["items"]] if groups.ok else [],
                 failed=fail, status=status)
