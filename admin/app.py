@@ -1,7 +1,9 @@
 """The Litestar application of the admin API (docs/admin.md).
 
 Every route, the OpenAPI document and OPTIONS included, needs ``Authorization: Bearer
-<token>`` (:mod:`admin.auth`); each route names the least role it needs. The OpenAPI 3.1 document
+<token>`` (:mod:`admin.auth`); each route names the least role it needs. The console
+under ``/console`` (:mod:`admin.console`) signs in with a token once and then uses a
+session cookie; its pages call these routes in process. The OpenAPI 3.1 document
 is at ``/schema/openapi.json``.
 """
 
@@ -33,6 +35,7 @@ from litestar.routes import HTTPRoute
 from admin import schemas
 from admin.auth import BearerAuth, role_guard
 from admin.checks import request_guard
+from admin.console import pages as console
 from admin.routes_access import AuditController, TokenController
 from admin.routes_agents import AgentController, RuleController
 from admin.routes_config import GroupController, TeamController, TenantController
@@ -169,7 +172,7 @@ async def _log_unexpected(exc: Exception, scope: Any) -> None:
 def create_app(admin: Admin) -> Litestar:
     """The admin API over ``admin`` (engine, clock, token store)."""
     app = Litestar(
-        route_handlers=CONTROLLERS,
+        route_handlers=[*CONTROLLERS, console.router(admin)],  # the console: docs/console.md
         dependencies={"admin": Provide(lambda: admin, use_cache=True, sync_to_thread=False)},
         # OPTIONS too (Litestar exempts it by default, and the guard then failed on a
         # missing user: a 500 on every route)
@@ -229,4 +232,4 @@ async def _answer_options(request: Request[Any, Any, Any]) -> Response[None] | N
 def _state(admin: Admin) -> Any:
     from litestar.datastructures import State
 
-    return State({"tokens": admin.tokens, "admin": admin})
+    return State({"tokens": admin.tokens, "admin": admin, "console": console.Console(admin)})

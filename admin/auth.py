@@ -30,6 +30,8 @@ _RANK = {role: n for n, role in enumerate(ROLES)}
 PREFIX = "dsp_"
 #: A token's last use is written at most once per this many ms per process.
 TOUCH_EVERY_MS = 60_000
+#: ASGI scope key of the principal of a console request calling the API in process.
+CONSOLE_PRINCIPAL = "dispatchd.console_principal"
 #: RFC 6750 challenge of every 401.
 REALM = 'Bearer realm="dispatchd"'
 
@@ -87,6 +89,12 @@ class Tokens:
 
     async def lookup(self, token: str) -> Principal | None:
         raw = await self.redis.hget(TOKENS_KEY, digest(token))
+        return None if raw is None else _dec.decode(raw)
+
+    async def lookup_digest(self, sha: str) -> Principal | None:
+        """The record of the token whose SHA-256 is ``sha`` (a console session keeps only
+        that); None once it is revoked."""
+        raw = await self.redis.hget(TOKENS_KEY, sha)
         return None if raw is None else _dec.decode(raw)
 
     async def touch(self, token_id: str, now_ms: int) -> None:
@@ -249,6 +257,11 @@ class BearerAuth(AbstractAuthenticationMiddleware):
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]
                                    ) -> AuthenticationResult:
+        console = connection.scope.get(CONSOLE_PRINCIPAL)
+        if isinstance(console, Principal):
+            # a console action calling the API in process (admin/console/api.py): its
+            # session was checked for this request; no HTTP client can set a scope key
+            return AuthenticationResult(user=console, auth=None)
         token = bearer(connection.headers.get("authorization"))
         if token is None:
             raise unauthorized("missing bearer token (Authorization: Bearer <token>)",
@@ -279,6 +292,8 @@ def check_acting_as(principal: Principal, agent: str | None) -> None:
 def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """403 unless the caller's role and tenants allow the route (its ``opt``: ``role``, the
     least role, default viewer; ``all_tenants``: needs a token for every tenant)."""
+    if handler.opt.get("console_public"):
+        return  # the console's sign-in page and static files (admin/console)
     principal: Principal = connection.user
     need = handler.opt.get("role", "viewer")
     if not has_role(principal, need):

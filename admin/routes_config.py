@@ -154,6 +154,7 @@ def group_command(gid: str, data: s.GroupIn,
         **msgspec.to_builtins(data.timers),
         "ticket_reassign_ms": data.tickets.reassign_untouched_ms,
         "ticket_release_spread_ms": data.tickets.release_spread_ms,
+        "record_decisions": data.record_decisions,
     }
     meta = {name: getattr(data, name) for name in views.GROUP_META}
     if data.service_hours is not None:

@@ -56,6 +56,22 @@ class LiveController(Controller):
             blocked_agents=view.blocked_agents, history=views.history(rows),
         )
 
+    @get("/sessions/{session:str}/decisions", summary="Why the session went to its agents")
+    async def decisions(self, admin: Admin, tenant: str, session: str) -> s.DecisionsOut:
+        """One decision per assignment, oldest first, read from the session's history
+        (``decision`` of its ``assigned`` entries): the candidates the router compared
+        with their score terms, the overflow tier, the routing rule and the preferred
+        agent (docs/routing.md "Why this agent?"). Recorded while the session's group
+        has ``record_decisions``; kept as long as the history."""
+        await admin.require_tenant(tenant)
+        view = await admin.engine.session(tenant, session)
+        if view is None:
+            raise NotFoundException(f"session {session} not found")
+        rows = await admin.engine.session_history(tenant, session)
+        conf = await admin.redis.hget(keys.key("group", tenant, view.group), "timers")
+        return s.DecisionsOut(session=session, record_decisions=views.records_decisions(conf),
+                              decisions=views.decisions(rows))
+
     async def _act(self, admin: Admin, request: Request[Any, Any, Any], tenant: str,
                    session: str, action: str, cmd: dict[str, Any],
                    state: str | None = None) -> s.ActionOut:

@@ -130,6 +130,9 @@ class GroupIn(_In, frozen=True, kw_only=True):
     service_level_ms: Ms = 20_000
     service_level_target: Annotated[float, Meta(ge=0, le=1)] = 0.8
     tickets: TicketSettings = TicketSettings()
+    record_decisions: bool = False
+    """Record why each of the group's sessions went to its agent ("decision" in the
+    session's assigned history entries; docs/routing.md "Why this agent?")."""
 
 
 class GroupCreate(GroupIn, frozen=True, kw_only=True):
@@ -156,6 +159,7 @@ class GroupOut(_Out, frozen=True, kw_only=True):
     service_level_ms: int
     service_level_target: float
     tickets: TicketSettings
+    record_decisions: bool
     in_service_hours: bool
     """Whether the group is within its service hours now (true without service hours)."""
     version: int
@@ -318,6 +322,103 @@ class SessionOut(_Out, frozen=True, kw_only=True):
     blocked_agents: list[str]
     history: list[dict[str, Any]]
     """The session's events, oldest first, as on the outbound stream (docs/protocol.md)."""
+
+
+class DecisionCandidate(_Out, frozen=True, kw_only=True):
+    """One agent the router compared, with the terms of its SPEC 2.3 score, all taken
+    just before the assignment (docs/routing.md "Why this agent?")."""
+
+    agent: str
+    group: str
+    """The group whose candidates it was found in (its ability and K, M are this group's)."""
+    rank: float | None
+    """The stored rank (lower is offered first): last_assigned_ms/1000 - spare_term -
+    preclosed_term; null when the agent is not a member of ``group``."""
+    readiness: float | None
+    """now/1000 - rank = idle_ms/1000 + spare_term + preclosed_term (higher is better)."""
+    idle_ms: int | None
+    """now - last_assigned_ms (null: never assigned nor online)."""
+    capacity: int
+    load: int
+    preclosed: int
+    ability: float | None
+    """Its ability in ``group``; null when it is not a member."""
+    spare_term: float | None
+    """K * (capacity - load) / capacity * ability."""
+    preclosed_term: float | None
+    """-K * M * preclosed / capacity * ability (0 or negative)."""
+    blocked: bool
+    """The customer blocks this agent: the router skipped it."""
+
+
+class DecisionCustomer(_Out, frozen=True, kw_only=True):
+    """One waiting customer an agent compared (agent side), in the router's order."""
+
+    session: str
+    group: str
+    """The queue it waits in (the customer's group; the agent's group it was found
+    through is ``via_group``)."""
+    via_group: str | None
+    """The agent's own group this queue was reached through (null for a parked customer)."""
+    kind: Literal["parked", "group", "overflow"]
+    tier: int
+    """0, or the overflow tier of ``group`` the agent serves it in."""
+    ability: float | None
+    """The agent's ability in ``via_group`` (own-group queues are taken highest first)."""
+    virtual_arrival_ms: int
+    """Arrival - priority * U: lower first within the same ability or tier."""
+
+
+class DecisionPreferred(_Out, frozen=True, kw_only=True):
+    agent: str
+    kind: Literal["directed", "sticky", "transfer", "forced"]
+    """directed: the arrival's directed_agent or a routing rule's preferred_agent;
+    sticky: the customer's last agent; transfer: a transfer or non-forced assign to this
+    agent; forced: a supervisor's forced assign or transfer."""
+    used: bool
+    reason: str
+    """Why it was (not) used; the phrases are listed in docs/routing.md."""
+
+
+class DecisionRule(_Out, frozen=True, kw_only=True):
+    name: str
+    position: int
+    """1-based position in the tenant's rule list when the customer arrived."""
+
+
+class Decision(_Out, frozen=True, kw_only=True):
+    """Why the session went to ``agent`` (docs/routing.md "Why this agent?")."""
+
+    ts: int
+    """When the assignment was made (the ``assigned`` event's ts)."""
+    side: Literal["customer", "agent", "preferred"]
+    """customer: the best candidate agent of the customer's pool; agent: an agent that
+    had capacity took this customer among the waiting ones; preferred: straight to a
+    named agent (directed, sticky, transfer or a supervisor's assign)."""
+    agent: str
+    group: str
+    via: str
+    tier: int
+    open_tier: int
+    """The customer's open overflow tier when it was assigned."""
+    rule: DecisionRule | None
+    """The routing rule that chose its group at arrival; null when it named its group."""
+    preferred: DecisionPreferred | None
+    """The directed or sticky agent and why it was (not) used; null when there was none."""
+    candidates: list[DecisionCandidate]
+    """Agents in the router's order: the top 5 of the pool looked at, then the winner if
+    it was not among them; on the agent and preferred sides only the winner."""
+    customers: list[DecisionCustomer]
+    """Agent side: the customers the agent compared (the head of each queue it looked
+    at), best first, at most 5 plus the one taken; empty on the other sides."""
+
+
+class DecisionsOut(_Out, frozen=True, kw_only=True):
+    session: str
+    record_decisions: bool
+    """The session's group's setting now (decisions are recorded while it is true)."""
+    decisions: list[Decision]
+    """Oldest first, one per assignment recorded in the session's history."""
 
 
 class AssignIn(_In, frozen=True, kw_only=True):

@@ -63,11 +63,13 @@ def admin_loop(
             # refuses a port in use (granian's SO_REUSEPORT would share it), not one
             # that a killed daemon's connections linger on
             port = bindable(settings.admin_host, settings.admin_port, "admin API")
-            server = Server(create_app(admin), address=settings.admin_host, port=port,
+            app = create_app(admin)
+            server = Server(app, address=settings.admin_host, port=port,
                             interface=Interfaces.ASGI, log_enabled=False)
             serving = asyncio.create_task(server.serve())
             log.info("admin API listening", extra={"fields": {
-                "url": f"http://{settings.admin_host}:{port}", "openapi": "/schema/openapi.json"}})
+                "url": f"http://{settings.admin_host}:{port}", "openapi": "/schema/openapi.json",
+                "console": f"http://{settings.admin_host}:{port}/console"}})
             stopped = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if serving in done:
@@ -76,6 +78,7 @@ def admin_loop(
                 raise RuntimeError("admin API server stopped unexpectedly")
             server.stop()  # type: ignore[no-untyped-call]
             await serving
+            await app.state["console"].hub.aclose()
             await admin.aclose()
 
         return run

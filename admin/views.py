@@ -97,6 +97,7 @@ def group_out(gid: str, raw: dict[bytes, bytes], version: int, now_ms: int) -> s
         service_level_target=float(timers.get("slt", 0.8)),
         tickets=s.TicketSettings(**{api: timers[k] for api, k in TICKET_KEYS.items()
                                     if k in timers}),
+        record_decisions=bool(timers.get("rd", False)),
         in_service_hours=in_service(service_hours, now_ms),  # type: ignore[arg-type]
         version=version,
     )
@@ -251,6 +252,23 @@ async def tickets_out(redis: Any, tenant: str, found: list[TicketView]) -> list[
 
 def history(rows: list[bytes]) -> list[dict[str, Any]]:
     return [_json.decode(r) for r in rows]
+
+
+def decisions(rows: list[bytes]) -> list[s.Decision]:
+    """The ``decision`` of each ``assigned`` history entry, with the entry's ts."""
+    out = []
+    for r in rows:
+        e = _json.decode(r)
+        d = e.get("decision") if e.get("type") == "assigned" else None
+        if isinstance(d, dict):
+            # Lua's JSON has no empty list: `customers` is absent off the agent side
+            out.append(msgspec.convert({"customers": [], **d, "ts": e["ts"]}, s.Decision))
+    return out
+
+
+def records_decisions(packed_timers: bytes | None) -> bool:
+    """A group's record_decisions setting from its stored timer map."""
+    return bool(packed_timers and _unpack.decode(packed_timers).get("rd", False))
 
 
 async def summary_out(redis: Any, tenant: str, now_ms: int) -> s.SummaryOut:

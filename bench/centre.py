@@ -120,6 +120,11 @@ def build_centre(groups: int, agents: int, capacity: int, seed: int) -> Centre:
     return Centre(groups=groups, capacity=capacity, skills=skills)
 
 
+#: Settings every group the bench configures gets (``--record-decisions`` sets
+#: ``record_decisions``, so a run can measure what decision records cost).
+GROUP_SETTINGS: dict[str, Any] = {}
+
+
 def centre_commands(centre: Centre, seed: int, *, online: bool) -> list[Command]:
     """Configure the centre's groups and agents (and set the agents online if ``online``)."""
     rng = random.Random(seed)
@@ -127,7 +132,8 @@ def centre_commands(centre: Centre, seed: int, *, online: bool) -> list[Command]
     # customer while it is measured; the other timers keep their defaults (they are
     # scheduled and cancelled as in production).
     cmds: list[Command] = [
-        ConfigureGroup(group=f"g{g}", queue_warning_ms=0) for g in range(centre.groups)
+        ConfigureGroup(group=f"g{g}", queue_warning_ms=0, **GROUP_SETTINGS)
+        for g in range(centre.groups)
     ]
     for a, groups in enumerate(centre.skills):
         abilities = {f"g{g}": 3.0 if i == 0 else float(rng.randint(1, 2))

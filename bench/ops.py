@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench.centre import apply_in_batches
+from bench.centre import GROUP_SETTINGS, apply_in_batches
 from bench.direct import PER_CALL, Assignments, Gateway, Tally
 from dispatchd.engine import Engine
 from dispatchd.messages import Arrive, Command, ConfigureAgent, ConfigureGroup, SetAgentStatus
@@ -135,7 +135,7 @@ class OpsRun:
         n, gw = self.n, self.gw
         await gw.reset()
         await self._setup([
-            *(ConfigureGroup(group=g, queue_warning_ms=0) for g in GROUPS),
+            *(ConfigureGroup(group=g, queue_warning_ms=0, **GROUP_SETTINGS) for g in GROUPS),
             *(ConfigureAgent(agent=f"a{i}", capacity=CAPACITY, abilities=ABILITIES)
               for i in range(self.agents)),
             *(SetAgentStatus(agent=f"a{i}", status="online") for i in range(self.agents)),

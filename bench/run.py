@@ -27,7 +27,13 @@ import uvloop
 from redis.exceptions import RedisError
 
 from bench import scenarios
-from bench.centre import ArrivalStream, apply_in_batches, build_centre, centre_commands
+from bench.centre import (
+    GROUP_SETTINGS,
+    ArrivalStream,
+    apply_in_batches,
+    build_centre,
+    centre_commands,
+)
 from bench.loadgen import LoadGen, StepResult
 from bench.peer import BULLMQ_VERSION, PREFIX, BullmqPeer, PeerUnavailable, find_node
 from bench.peer import install as install_bullmq
@@ -76,6 +82,7 @@ class BenchOptions:
     node: str = "node"
     seed: int = 1
     malloc: str = "auto"
+    record_decisions: bool = False
 
 
 #: After an interrupt, how long the run gets to clean up before the bench gives up on it.
@@ -146,6 +153,10 @@ async def _run(options: BenchOptions, report: Report, workdir: Path) -> None:
         report.put("mode", profile.name)
         report.put("server", await server_name(client))
         report.put("server_malloc", await server_malloc(client))
+        report.put("record_decisions", "on" if options.record_decisions else "off")
+        GROUP_SETTINGS.clear()
+        if options.record_decisions:
+            GROUP_SETTINGS["record_decisions"] = True
         await _scenarios(ctx, set(options.scenarios))
         _ratios(ctx)
     finally:

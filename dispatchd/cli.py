@@ -369,6 +369,10 @@ def _add_bench_parser(commands: Any) -> None:
         "(default: node on PATH)")
     arg("--seed", type=int, default=1,
         help="seed of the arrival stream, agents' skills and handle times (default: 1)")
+    arg("--record-decisions", action="store_true",
+        help="configure every group with record_decisions on (docs/routing.md \"Why this "
+        "agent?\"), to measure what decision records cost against a run without it; "
+        "reported as record_decisions=on|off")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -384,7 +388,8 @@ def _bench(args: argparse.Namespace) -> int:
         return daemon.EXIT_FAILURE
     return bench_main(BenchOptions(quick=args.quick, scenarios=args.scenarios,
                                    redis_url=args.redis_url, node=args.node, seed=args.seed,
-                                   malloc=args.server_malloc))
+                                   malloc=args.server_malloc,
+                                   record_decisions=args.record_decisions))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,7 +43,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from dispatchd import keys
+from dispatchd import keys, observe
 from dispatchd.connect import is_cluster, node_client
 from dispatchd.consumer import (
     GROUP,
@@ -115,6 +115,9 @@ class ShardConsumer(GatewayConsumer):
         super().__init__(parent.engine, parent.opts, clock=parent.clock, name=parent.name)
         self.parent = parent
         self.node = node.name
+        #: the replica's membership is one, shared by its shard loops (whichever loop
+        #: finds the heartbeat due sends it)
+        self.members = parent.members
         self._shard_wire = _ShardWire(node_client(node))
         self._wire = self._shard_wire
         self.stop = asyncio.Event()
@@ -123,10 +126,11 @@ class ShardConsumer(GatewayConsumer):
     async def _refresh_tenants(self) -> None:  # the parent does it for every shard
         return
 
-    def _queue_read(self, pipe: Any) -> bool:
+    def _queue_read(self, pipe: Any, handing: set[str]) -> bool:
         fresh = time.monotonic() - self.opts.lease_ms / 2000
         held = [t for t in self.tenants.values()
-                if t.held and not t.backlog and t.renewed_at >= fresh]
+                if t.held and not t.backlog and t.renewed_at >= fresh
+                and t.name not in handing]
         if not held:
             return False
         # block only when the last round read nothing (then on the last read only):
@@ -169,6 +173,14 @@ class ShardConsumer(GatewayConsumer):
 
     async def step(self) -> None:
         self.hand_over()
+        m = self.members
+        if m is not None and m.due():
+            if await m.beat():
+                # the live set changed: ask at once for the tenants this replica owns now
+                for t in self.parent.tenants.values():
+                    if not t.held:
+                        t.renew_at = 0.0
+            observe.record_replicas(len(m.live))
         try:
             await self._apply(self._reads)
         except RedisError as exc:
@@ -251,6 +263,7 @@ class ClusterConsumer(GatewayConsumer):
         masters = {n.name for n in self.cluster.get_primaries()}
         for name in [n for n, s in self.shards.items() if n not in masters and not s.tenants]:
             shard = self.shards.pop(name)
+            shard.members = None  # the replica stays: only this loop stops
             shard.stop.set()
             log.info("shard loop stopped: the node is no master any more",
                      extra={"fields": {"node": name}})

@@ -58,6 +58,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from dispatchd import keys, observe, protocol, scripts
 from dispatchd.engine import Engine
+from dispatchd.membership import Membership
 
 log = logging.getLogger("dispatchd.consumer")
 
@@ -201,6 +202,10 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     #: Also serve the tenants listed in dispatchd:tenants (and register ``tenants`` there).
     #: False: serve exactly ``tenants``.
     discover: bool = True
+    #: How often this replica heartbeats in ``dispatchd:replicas``; it then asks only for
+    #: the tenants it owns there (dispatchd.membership) and hands over the others. 0: no
+    #: membership, every replica asks for every tenant and the first to ask holds it.
+    heartbeat_ms: int = 0
 
 
 def wall_clock_ms() -> int:
@@ -252,12 +257,16 @@ class GatewayConsumer:
         #: why readiness fails while vanished state is being recreated (None: nothing)
         self._missing: str | None = None
         self.batches = 0
+        #: this replica's registration and view of the live replicas (None: off)
+        self.members = (Membership(self.redis, self.name, self.opts.heartbeat_ms)
+                        if self.opts.heartbeat_ms > 0 else None)
 
     # ------------------------------------------------------------------------ the loop
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then finish the batch in hand and let go."""
-        log.info("gateway consumer started", extra={"fields": {"consumer": self.name}})
+        log.info("gateway consumer started", extra={"fields": {
+            "consumer": self.name, "heartbeat_ms": self.opts.heartbeat_ms}})
         while not stop.is_set():
             try:
                 await self.step()
@@ -274,6 +283,10 @@ class GatewayConsumer:
                     raise asyncio.CancelledError from exc
                 log.warning("consumer step failed; retrying", extra={"fields": {"error": str(exc)}})
                 await asyncio.sleep(0.2)
+        if self.members is not None:
+            # the others own this replica's tenants from their next heartbeat
+            await self.members.leave()
+            observe.record_replicas(0)
         if any(self._reads.values()):
             # entries read by the last round trip: apply them before letting go
             with contextlib.suppress(RedisError):
@@ -288,6 +301,13 @@ class GatewayConsumer:
         """One iteration, one round trip: apply what was read last time (and tick, renew
         leases), then read what the held tenants have next."""
         await self._refresh_tenants()
+        if self.members is not None and self.members.due():
+            if await self.members.beat():
+                # the live set changed: ask at once for the tenants this replica owns now
+                for t in self.tenants.values():
+                    if not t.held:
+                        t.renew_at = 0.0
+            observe.record_replicas(len(self.members.live))
         await self._apply(self._reads)
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_EVERY_S
@@ -304,6 +324,10 @@ class GatewayConsumer:
         await pipe.execute(raise_on_error=False)
         for t in held:
             t.held = False
+            observe.record_lease(t.name, False)
+        observe.record_lease_move("released_stop", len(held))
+        observe.record_tenants_held(0)
+        log.info("tenants released", extra={"fields": {"tenants": len(held)}})
 
     async def prune_consumers(self, tenants: list[_Tenant], *, own: bool = False) -> None:
         """Remove the consumers of ``tenants``' groups that hold nothing pending: those
@@ -362,17 +386,19 @@ class GatewayConsumer:
 
     # ---------------------------------------------------------------------------- read
 
-    def _queue_read(self, pipe: Any) -> bool:
+    def _queue_read(self, pipe: Any, handing: set[str]) -> bool:
         """Queue one ``XREADGROUP`` for the held tenants on ``pipe``, after the calls
         (blocking ``block_ms`` at most); True if one was queued.
 
         Only tenants whose lease was renewed within half its length are read, so a
         replica that stalled past its lease renews (and learns it lost it) before it
         reads anything that would then sit pending under its name; nor a tenant with
-        claimed entries still to apply (they are older than anything new)."""
+        claimed entries still to apply (they are older than anything new), nor one being
+        handed over (``handing``)."""
         fresh = time.monotonic() - self.opts.lease_ms / 2000
         held = [t for t in self.tenants.values()
-                if t.held and not t.backlog and t.renewed_at >= fresh]
+                if t.held and not t.backlog and t.renewed_at >= fresh
+                and t.name not in handing]
         if not held:
             return False
         streams: dict[Any, Any] = {t.inbound: ">" for t in held}
@@ -445,6 +471,8 @@ class GatewayConsumer:
         observe.record_step()
         now_mono, now = time.monotonic(), self.clock()
         calls: list[tuple[_Tenant, list[tuple[bytes, dict[bytes, bytes]]], bool]] = []
+        #: held tenants another replica owns now: what is in hand is applied, then let go
+        handing: set[str] = set()
         pipe = _Round(self._wire)
         for t in self.tenants.values():
             # claimed entries (older than anything read) go first; nothing is read for a
@@ -457,15 +485,21 @@ class GatewayConsumer:
             # a tenant another replica holds is asked for again only when its renewal is
             # due (every lease_ms/3), not at every tick: a standby replica would otherwise
             # call the script for every tenant it does not hold at every loop
-            if not (entries or (tick and t.held) or now_mono >= t.renew_at):
+            mine = self._mine(t)
+            if t.held and not mine:
+                handing.add(t.name)
+            elif not (entries or (tick and t.held) or (mine and now_mono >= t.renew_at)):
                 continue
             cmds = [self._translate(t.name, eid, fields) for eid, fields in entries]
-            await self._call(pipe, t, cmds, lease_ms=self.opts.lease_ms, tick=tick)
+            # handing over: the same call applies the entries in hand and lets the lease
+            # run out 1 ms later, so the owner takes the tenant at its next try
+            lease_ms = 1 if t.name in handing else self.opts.lease_ms
+            await self._call(pipe, t, cmds, lease_ms=lease_ms, tick=tick)
             calls.append((t, entries, tick))
         # the next entries are read in the same round trip, after the calls (blocking
         # block_ms at most: under load it returns at once; the calls' replies wait for it,
         # but their events are out already and their latency is timed by the server)
-        read = read and self._queue_read(pipe)
+        read = read and self._queue_read(pipe, handing)
         self._reads = {}
         if not calls and not read:
             await asyncio.sleep(self.opts.block_ms / 1000)
@@ -498,8 +532,9 @@ class GatewayConsumer:
                 continue
             result = _result.decode(raw)
             was_held = t.held
-            t.held = result.held
-            observe.record_lease(t.name, result.held)
+            handed = result.held and t.name in handing
+            t.held = result.held and not handed
+            observe.record_lease(t.name, t.held)
             if result.held:
                 done = result.done / 1000 if result.done is not None else done_s
                 observe.record_batch(t.name, result.stats, result.types, entry_ids, done)
@@ -509,7 +544,13 @@ class GatewayConsumer:
                 if ticked and not result.skipped:
                     t.last_tick = now
                 self.batches += 1 if n else 0
-                if not was_held:
+                if handed:
+                    t.renew_at = now_mono + self._retry_s(t)
+                    observe.record_lease_move("released_rebalance")
+                    log.info("tenant handed over", extra={"fields": {
+                        "tenant": t.name, "replicas": len(self._live())}})
+                elif not was_held:
+                    observe.record_lease_move("taken")
                     log.info("tenant taken", extra={"fields": {"tenant": t.name}})
                     if await self._claim(t):
                         # the consumers of replicas that are gone hold nothing now
@@ -520,10 +561,13 @@ class GatewayConsumer:
                     # entries a stalled replica read after losing its lease: take them over
                     lost = not await self._claim(t, min_idle_ms=self.opts.lease_ms) or lost
             else:
-                t.renew_at = now_mono + self.opts.lease_ms / 3000
+                t.renew_at = now_mono + self._retry_s(t)
                 if was_held:
+                    observe.record_lease_move("lost")
                     log.warning("lease lost", extra={"fields": {"tenant": t.name,
                                                                 "holder": result.holder}})
+        if calls:
+            observe.record_tenants_held(sum(t.held for t in self.tenants.values()))
         if failed_read is not None:
             raise failed_read
         if missing or lost:
@@ -531,6 +575,24 @@ class GatewayConsumer:
         elif self._missing is not None and (
                 read or not any(t.held for t in self.tenants.values())):
             self._recovered()
+
+    def _mine(self, t: _Tenant) -> bool:
+        """Whether this replica asks for ``t``: it owns it among the live replicas (or
+        there is no membership; or it is stopping, and lets go of everything itself)."""
+        m = self.members
+        return m is None or m.left or m.owns(t.name)
+
+    def _live(self) -> tuple[str, ...]:
+        return self.members.live if self.members is not None else ()
+
+    def _retry_s(self, t: _Tenant) -> float:
+        """When to ask again for a tenant this replica does not hold. With membership, a
+        tenant it owns is asked for every tick (at most every lease_ms/3): its holder is
+        gone or handing it over, and is waited for no longer than its lease runs."""
+        every_s = self.opts.lease_ms / 3000
+        if self.members is not None and self._mine(t):
+            every_s = min(every_s, self.opts.tick_ms / 1000)
+        return every_s
 
     # ---------------------------------------------------------------- vanished state
 

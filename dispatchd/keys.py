@@ -132,6 +132,9 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: Not a tenant key: the set of tenant ids the daemon serves (no hash tag, own slot).
 TENANTS_KEY = "dispatchd:tenants"
+#: Not a tenant key: zset of the live daemon replicas, member = consumer name, score =
+#: server ms its registration runs out (dispatchd/membership.py); own slot.
+REPLICAS_KEY = "dispatchd:replicas"
 #: Not tenant keys: admin API tokens (sha256 of the token -> msgpack record), token id ->
 #: sha256, and the audit stream of token and tenant changes; one hash tag, one slot.
 TOKENS_KEY = "{dispatchd}:tokens"
@@ -141,6 +144,9 @@ GLOBAL_AUDIT_KEY = "{dispatchd}:audit"
 TOKEN_USED_KEY = "{dispatchd}:token-used"
 #: hash: "<tenant>:<deleted ms>" -> msgpack record of a deleted tenant's archived audit log
 AUDIT_ARCHIVES_KEY = "{dispatchd}:audit-archives"
+#: Prefix of a supervisor console session (admin/console/session.py): + sha256 of the
+#: session cookie -> msgpack record (the token's sha256, the CSRF token), with a TTL
+CONSOLE_SESSION_PREFIX = "{dispatchd}:console:"
 #: The infix of a deleted tenant's archived audit log (:func:`audit_archive`).
 AUDIT_ARCHIVE_INFIX = "audit:deleted:"
 

@@ -53,6 +53,8 @@ class ConfigureGroup(_Command, frozen=True, tag="configure_group"):
     # the tickets held outside service hours over the agents coming on shift this long
     ticket_reassign_ms: int = 14_400_000
     ticket_release_spread_ms: int = 900_000
+    # record why each session went to its agent (docs/routing.md "Why this agent?")
+    record_decisions: bool = False
 
 
 class ConfigureAgent(_Command, frozen=True, tag="configure_agent"):

@@ -182,6 +182,19 @@ BATCH_SIZE = _histogram("batch_commands", "Gateway commands applied in one gatew
                         (), BATCH_BUCKETS)
 TENANT_HELD = _gauge("tenant_held", "1 while this replica holds the tenant's lease, else 0.",
                      ("tenant",))
+TENANTS_HELD = _gauge("tenants_held", "Tenants whose lease this replica holds.")
+LEASE_MOVES = _counter(
+    "lease_moves",
+    "Tenant leases this replica took or let go, by reason: taken, released_rebalance (a "
+    "joining replica owns it now), released_stop (clean stop), lost (another replica holds "
+    "it: this one stalled past its lease).",
+    ("reason",))
+for _reason in ("taken", "released_rebalance", "released_stop", "lost"):
+    LEASE_MOVES.labels(_reason)
+REPLICAS_LIVE = _gauge(
+    "replicas_live",
+    "Daemon replicas this replica saw alive (itself included) at its latest heartbeat; 0 "
+    "with heartbeat_ms 0 (no membership).")
 CONSUMER_STEP = _gauge(
     "consumer_last_step_timestamp_seconds",
     "Unix time of the gateway consumer's latest loop iteration (readiness uses it).")

@@ -218,6 +218,22 @@ def record_lease(tenant: str, held: bool) -> None:
     _child(metrics.TENANT_HELD, tenant).set(1 if held else 0)
 
 
+def record_tenants_held(n: int) -> None:
+    """This replica holds ``n`` tenants' leases."""
+    metrics.TENANTS_HELD.set(n)
+
+
+def record_lease_move(reason: str, n: int = 1) -> None:
+    """This replica took or let go ``n`` leases (``reason``: taken, released_rebalance,
+    released_stop, lost)."""
+    metrics.LEASE_MOVES.labels(reason).inc(n)
+
+
+def record_replicas(n: int) -> None:
+    """This replica's latest heartbeat saw ``n`` live replicas."""
+    metrics.REPLICAS_LIVE.set(n)
+
+
 _last_step = [0.0]
 
 

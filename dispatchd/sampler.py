@@ -115,6 +115,12 @@ class Sampler:
                 await self._tenant(tenant, snap)
         return dict(snap)
 
+    async def sample_tenant(self, tenant: str) -> dict[str, list[metrics.Sample]]:
+        """One tenant's samples (what a pass adds for it; the console's wallboard)."""
+        snap: dict[str, list[metrics.Sample]] = defaultdict(list)
+        await self._tenant(tenant, snap)
+        return dict(snap)
+
     # -------------------------------------------------------------------------- tenant
 
     async def _tenant(self, tenant: str, snap: dict[str, list[metrics.Sample]]) -> None:

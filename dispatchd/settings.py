@@ -105,9 +105,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timer) fires, at most: every tenant is ticked this often, and what a command makes
     due at once fires in the same call."""
 
-    lease_ms: Annotated[int, msgspec.Meta(ge=100, le=600000)] = 5000
-    """How long a replica's hold on a tenant lasts without renewal; another replica takes
-    the tenant over (and its unacknowledged commands) after that."""
+    lease_ms: Annotated[int, msgspec.Meta(ge=100, le=600000)] = 1500
+    """How long a replica's hold on a tenant lasts without renewal (renewed every tick_ms
+    while held); when a replica dies, another takes its tenants over (and their
+    unacknowledged commands) once their lease runs out."""
+
+    heartbeat_ms: Annotated[int, msgspec.Meta(ge=0, le=60000)] = 250
+    """How often a replica renews its registration in the Redis sorted set
+    dispatchd:replicas; one not heard from for 4 heartbeats is gone. Each tenant is owned
+    by one live replica (rendezvous hashing), so N replicas hold about 1/N of the tenants
+    each; keep 4 x heartbeat_ms below lease_ms. 0: no membership (every replica asks for
+    every tenant; the first to ask holds them all)."""
 
     dedupe_hours: Annotated[float, msgspec.Meta(gt=0, le=720)] = 24.0
     """A command id is applied at most once within this many hours."""

@@ -11,7 +11,7 @@ OPS.abandon_customer = function(now, a)
   local sid = L.id(a.session, "session")
   local s = L.session(sid)
   if not s then L.fail("E_SESSION_UNKNOWN", sid) end
-  if s.st ~= "queued" then L.fail("E_SESSION_STATE", s.st) end
+  if s.st ~= "queued" then L.fail("E_SESSION_STATE", L.state_name(s)) end
 
   local ev = {}
   L.abandon(s, now, "abandoned", "closed", ev)

@@ -15,10 +15,17 @@
            "E_NO_ROUTE <why>" (no group, and no rule matches the attributes)
 ]]
 
--- The preferred agent (a table) and its kind, per docs/routing.md "Directed and sticky".
+local function not_used(agent, kind, reason)
+  return {agent = agent, kind = kind, used = false, reason = reason}
+end
+
+-- The preferred agent (a table) and its kind, per docs/routing.md "Directed and sticky";
+-- or nil and, when there was one that cannot be used, why (for the decision record).
 local function preferred(now, gc, directed, last, customer, blocked)
   if directed then
-    if blocked[directed.id] then return nil end
+    if blocked[directed.id] then
+      return nil, nil, not_used(directed.id, "directed", "blocked by the customer")
+    end
     return directed, "directed"
   end
   if gc.sticky <= 0 then return nil end
@@ -27,9 +34,10 @@ local function preferred(now, gc, directed, last, customer, blocked)
     local r = call("HMGET", K.customer(customer), "ag", "at")
     if r[1] and now - tonumber(r[2]) <= gc.sticky then cand = r[1] end
   end
-  if not cand or blocked[cand] then return nil end
+  if not cand then return nil end
+  if blocked[cand] then return nil, nil, not_used(cand, "sticky", "blocked by the customer") end
   local ag = L.agent(cand)
-  if not ag then return nil end
+  if not ag then return nil, nil, not_used(cand, "sticky", "unknown agent") end
   return ag, "sticky"
 end
 
@@ -38,14 +46,14 @@ local function entry(a, prio, directed_id, bl)
   if a.group ~= nil then return L.id(a.group, "group"), prio, directed_id, bl, nil end
   local attrs = a.attributes
   if type(attrs) ~= "table" then L.fail("E_NO_ROUTE", "neither group nor attributes") end
-  local r = L.match_rule(attrs)
+  local r, position = L.match_rule(attrs)
   if not r then L.fail("E_NO_ROUTE", "no routing rule matches the attributes") end
   local merged = {}
   for _, x in ipairs(bl) do merged[#merged + 1] = x end
   for _, x in ipairs(r.blocked_agents) do merged[#merged + 1] = x end
   if #merged > 200 then L.fail("E_BAD_ARG", "blocked_agents") end
   prio = math.max(-1000, math.min(1000, prio + r.priority))
-  return r.group, prio, directed_id, merged, r.preferred_agent
+  return r.group, prio, directed_id, merged, r.preferred_agent, {name = r.name, position = position}
 end
 
 OPS.arrive = function(now, a)
@@ -57,17 +65,18 @@ OPS.arrive = function(now, a)
   local gateway = L.opt_id(a.gateway, "gateway")
   local bl = L.list(a.blocked_agents, 100, "blocked_agents")
   for i = 1, #bl do L.id(bl[i], "blocked_agents") end
-  local g, rule_pref
-  g, prio, directed_id, bl, rule_pref = entry(a, prio, directed_id, bl)
+  local g, rule_pref, rule
+  g, prio, directed_id, bl, rule_pref, rule = entry(a, prio, directed_id, bl)
   local gc = L.group(g)
   if not gc then L.fail("E_GROUP_UNKNOWN", g) end
   if call("EXISTS", K.session(sid)) == 1 then L.fail("E_SESSION_EXISTS", sid) end
-  local directed
+  local directed, gone
   if directed_id then
     directed = L.agent(directed_id)
     if not directed then L.fail("E_AGENT_UNKNOWN", directed_id) end
   elseif rule_pref then
     directed = L.agent(rule_pref) or nil -- a rule's preferred agent that is gone is ignored
+    if not directed then gone = not_used(rule_pref, "directed", "unknown agent") end
   end
 
   local seq = call("HINCRBY", K.tenant(), "seq", 1)
@@ -79,6 +88,12 @@ OPS.arrive = function(now, a)
   -- written with the first state it gets (assigned, parked or queued): one HSET
   s.pending = {"st", "queued", "g", g, "p", prio, "at", sfmt("%d", now), "sq", seq, "tr", 0,
     "q", "", "bl", s.bl, "c", customer or "", "gw", gateway or ""}
+  -- the rule that chose the group (decision records, lua/lib/15_decisions.lua)
+  s.ctx = {rule = rule}
+  if rule then
+    local p = s.pending
+    p[#p + 1], p[#p + 2] = "ru", rule.position .. "\t" .. rule.name
+  end
   call("HINCRBY", K.group_open(), g, 1)
   if #bl > 0 then
     call("SADD", K.blocked(sid), unpack(bl))
@@ -86,9 +101,13 @@ OPS.arrive = function(now, a)
   end
 
   local ev = {}
-  local pref, kind = preferred(now, gc, directed, last, customer, s.blk)
+  local pref, kind, note = preferred(now, gc, directed, last, customer, s.blk)
   if pref then
     if pref.st == "online" and pref.load < pref.cap then
+      if gc.rd then
+        L.decide_preferred(s, pref, now,
+          {agent = pref.id, kind = kind, used = true, reason = "free capacity"})
+      end
       L.assign(s, pref, kind, 0, now, ev)
       return ev
     end
@@ -96,7 +115,10 @@ OPS.arrive = function(now, a)
       L.park(s, pref, kind, now + gc.pref, "arrival", ev)
       return ev
     end
+    note = not_used(pref.id, kind, pref.st == "offline" and "offline"
+      or (pref.st == "away" and "away" or "at capacity") .. ", preference_ms is 0")
   end
+  if gc.rd then s.pnote = note or gone end
   L.route(s, now, "arrival", ev)
   return ev
 end

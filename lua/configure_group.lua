@@ -7,7 +7,7 @@
                               tiers=[{after_ms, groups=[...]}...], sticky_ms=0,
                               preference_ms=60000, service_level_target=0.8, and
                               the lifecycle timers and service_level_ms=20000 of
-                              TIMER_FIELDS below (ms, 0 = off)}
+                              TIMER_FIELDS below (ms, 0 = off), record_decisions=false}
   Touches: group hash, its members' ranks ({t}:g:<g>:r), the reverse overflow map
            ({t}:g:<h>:src) of every group named in the old or new tiers.
   Returns: msgpack [{event="group_configured", group}, then assigned events of
@@ -63,6 +63,10 @@ OPS.configure_group = function(now, a)
     timers[spec[1]] = L.int(a[field] or spec[2], 0, 1e11, field)
   end
   timers.slt = L.num(a.service_level_target or 0.8, 0, 1, "service_level_target")
+  -- not a timer either: record why each session goes to its agent (L.decision)
+  local rd = a.record_decisions or false
+  if type(rd) ~= "boolean" then L.fail("E_BAD_ARG", "record_decisions") end
+  if rd then timers.rd = true end
   local tiers, seen, last_after = {}, {}, -1
   for n, t in ipairs(L.list(a.tiers, 16, "tiers")) do
     if type(t) ~= "table" then L.fail("E_BAD_ARG", "tiers") end

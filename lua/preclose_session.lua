@@ -12,7 +12,7 @@ OPS.preclose_session = function(now, a)
   local sid = L.id(a.session, "session")
   local s = L.session(sid)
   if not s then L.fail("E_SESSION_UNKNOWN", sid) end
-  if s.st ~= "assigned" then L.fail("E_SESSION_STATE", s.st) end
+  if s.st ~= "assigned" then L.fail("E_SESSION_STATE", L.state_name(s)) end
 
   local ev = {}
   L.preclose(s, now, ev)

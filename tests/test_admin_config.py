@@ -165,6 +165,7 @@ FULL_GROUP: dict[str, Any] = {
     "service_level_ms": 15_000,
     "service_level_target": 0.9,
     "tickets": {"reassign_untouched_ms": 7_200_000, "release_spread_ms": 0},
+    "record_decisions": True,
 }
 
 

@@ -388,7 +388,9 @@ async def test_assign_refusals(api: Api, atenant: str) -> None:
     path = f"{base(t)}/sessions"
     n = len((await api.ok("GET", f"{base(t)}/audit?limit=1000"))["items"])
     r = await api.call("POST", f"{path}/s1/assign", role="supervisor", json={"agent": "ann"})
-    assert r.status_code == 409 and "assigned" in r.json()["detail"]
+    # the state as docs/protocol.md names it (s1 is assigned, nobody replied yet)
+    assert r.status_code == 409 and r.json()["code"] == "E_SESSION_STATE"
+    assert r.json()["detail"].endswith("waiting_agent"), r.text
     r = await api.call("POST", f"{path}/nope/assign", role="supervisor", json={"agent": "ann"})
     assert r.status_code == 404
     r = await api.call("POST", f"{path}/s2/assign", role="supervisor", json={"agent": "zed"})

@@ -271,8 +271,10 @@ async def test_replica_that_lost_its_lease_applies_nothing(engine, redis_client,
 
 
 async def test_first_replica_holds_every_tenant_the_other_stands_by(replica, tenant):
-    """Docs: a free tenant goes to whichever replica asks first, so the first replica to
-    start holds every tenant and the others stand by."""
+    """Without membership (heartbeat_ms 0, ConsumerOptions' default; the daemon's
+    DISPATCHD_HEARTBEAT_MS=0): a free tenant goes to whichever replica asks first, so the
+    first replica to start holds every tenant and the others stand by. With membership
+    the replicas divide the tenants: tests/test_replicas_membership.py."""
     tenants = tuple(f"{tenant}-{i}" for i in range(4))
     a, b = replica("A", tenants), replica("B", tenants)
     for _ in range(3):

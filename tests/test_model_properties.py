@@ -139,6 +139,7 @@ class RoutingMachine(EngineMachine):
         # agents allowed over capacity: reactivated over it, forced, or capacity lowered
         self.over_ok: set[str] = set()
         self.closed_checked: set[str] = set()
+        self.recording: dict[str, bool] = {}  # group -> record_decisions
 
     # ================================================================= comparison core
 
@@ -191,6 +192,37 @@ class RoutingMachine(EngineMachine):
             a = self.model.agents[cmd.agent]
             if a.load > a.capacity:
                 self.over_ok.add(cmd.agent)
+        if isinstance(cmd, ConfigureGroup):
+            self.recording[cmd.group] = cmd.record_decisions
+        self._check_decisions(got_events)
+
+    def _check_decisions(self, events: list[Any]) -> None:
+        """Each assignment of a recording group has a decision (docs/routing.md "Why this
+        agent?") that names the assigned agent, and on the customer side lists the
+        candidates in rank order with the winner first among those not blocked."""
+        for ev in events:
+            if not isinstance(ev, Assigned):
+                continue
+            rows = self.run(self.engine.session_history(self.tenant, ev.session))
+            entry = next(e for e in reversed([msgspec.json.decode(r) for r in rows])
+                         if e["type"] == "assigned" and e["ts"] == self.now)
+            if not self.recording.get(ev.group):
+                assert "decision" not in entry
+                continue
+            d = entry["decision"]
+            event(f"decision {d['side']}")
+            SEEN[f"decision {d['side']} {d['via']}"] += 1
+            assert (d["agent"], d["via"], d["tier"], d["group"]) == (
+                ev.agent, ev.via, ev.tier, ev.group), d
+            cands = d["candidates"]
+            if d["side"] == "customer":
+                ranks = [c["rank"] for c in cands if c["agent"] != ev.agent or c["blocked"]]
+                assert ranks == sorted(ranks), d
+                assert next(c for c in cands if not c["blocked"])["agent"] == ev.agent, d
+            else:
+                assert [c["agent"] for c in cands] == [ev.agent], d
+            if d["side"] == "agent":
+                assert ev.session in [c["session"] for c in d["customers"]], d
 
     # ======================================================================= setup
 
@@ -273,6 +305,8 @@ class RoutingMachine(EngineMachine):
             "tiers": self._tiers(data, g) if tiers else [],
             "sticky_ms": data.draw(_ms([0, 0, 60_000, 300_000, 10**11], 10**6), label="sticky"),
             "preference_ms": data.draw(_ms([60_000, 0, 10_000, 120_000], 300_000), label="pref"),
+            # decision records must never change a routing outcome (checked in _compare)
+            "record_decisions": data.draw(st.booleans(), label="record"),
         }
         if faults and _fault(data):
             kind = data.draw(

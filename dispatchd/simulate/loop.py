@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -63,7 +63,7 @@ TIMER_FIELDS = (
 SETTING_FIELDS = (
     "group", "k", "m", "priority_unit_ms", "tiers", "sticky_ms", "preference_ms",
     "service_level_ms", "service_level_target", "ticket_reassign_ms",
-    "ticket_release_spread_ms",
+    "ticket_release_spread_ms", "record_decisions",
 )
 
 ARRIVE, RELEASE, ABANDON, ESCALATE, ONLINE, OFFLINE = range(6)
@@ -113,7 +113,7 @@ def setup_commands(work: Workload) -> list[Command]:
     is created first without tiers, then configured again with them.
     """
     fields = ConfigureGroup.__struct_fields__
-    extra: dict[str, int] = {name: 0 for name in TIMER_FIELDS if name in fields}
+    extra: dict[str, Any] = {name: 0 for name in TIMER_FIELDS if name in fields}
     if "service_level_ms" in fields:  # a build whose groups know their SL threshold
         extra["service_level_ms"] = round(work.scenario.service_level_s * 1000)
     bare: list[Command] = []

@@ -100,6 +100,7 @@ local function publish(events, now, maxlen)
   for i, e in ipairs(events) do
     local copy = {}
     for k, v in pairs(e) do copy[k] = v end
+    e.decision = nil -- kept in the session's history only
     out[i] = (L.outbound(copy, now, nil, sessions)) -- (): its JSON only, not the session info
     call("XADD", K.outbound(), "MAXLEN", "~", maxlen, "*", "json", out[i])
   end
@@ -115,8 +116,9 @@ function L.admin(now_arg, packed)
     if c.team and call("HEXISTS", K.teams(), c.team) == 0 then L.fail("E_TEAM_UNKNOWN", c.team) end
     if c.team_unused then team_unused(c.team_unused) end
     if c.state then -- an action on a session in one state only (assign: queued)
-      local st = call("HGET", K.session(c.id), "st")
-      if st ~= c.state then L.fail("E_SESSION_STATE", tostring(st or "unknown")) end
+      local s = L.session(c.id)
+      if not s then L.fail("E_SESSION_STATE", "unknown") end
+      if s.st ~= c.state then L.fail("E_SESSION_STATE", L.state_name(s)) end
     end
     local vfield = c.resource .. ":" .. c.id
     local version = tonumber(call("HGET", K.versions(), vfield)) or 0

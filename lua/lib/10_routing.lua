@@ -37,23 +37,24 @@ local function top_agent(g, blocked)
   end
 end
 
--- The agent a customer goes to: own group first, then tier 1..open tier. Returns id, tier.
+-- The agent a customer goes to: own group first, then tier 1..open tier. Returns id,
+-- tier, the group it was found in, its rank.
 function L.best_agent(s)
   local blocked = L.blocked(s)
-  local a = top_agent(s.g, blocked)
-  if a then return a, 0 end
+  local a, ar = top_agent(s.g, blocked)
+  if a then return a, 0, s.g, ar end
   local tiers = L.group(s.g).tiers
   for n = 1, s.tr do
     local tier = tiers[n]
     if not tier then break end
-    local best, best_rank
+    local best, best_rank, best_group
     for _, h in ipairs(tier.groups) do
       local x, r = top_agent(h, blocked)
       if x and (not best or r < best_rank or (r == best_rank and x < best)) then
-        best, best_rank = x, r
+        best, best_rank, best_group = x, r, h
       end
     end
-    if best then return best, n end
+    if best then return best, n, best_group, best_rank end
   end
   return nil
 end
@@ -74,36 +75,52 @@ local function head(key, aid)
   end
 end
 
--- Which customer the agent takes next: session id, kind ("parked"|"group"|"overflow"), tier.
-function L.pick_for_agent(ag)
-  local r = call("ZRANGE", K.parked(ag.id), 0, 0)
-  if #r > 0 then return member_session(r[1]), "parked", 0 end
+-- Which customer the agent takes next: session id, kind ("parked"|"group"|"overflow"),
+-- tier, and the agent's group it was found through (nil when parked). Each head it
+-- compares is appended to `seen` (for a decision record, lua/lib/15_decisions.lua).
+function L.pick_for_agent(ag, seen)
+  local r = call("ZRANGE", K.parked(ag.id), 0, 0, "WITHSCORES")
+  if #r > 0 then
+    seen[#seen + 1] = {m = r[1], sc = tonumber(r[2]), kind = "parked", tier = 0,
+                       ord = 0, key = 0}
+    return member_session(r[1]), "parked", 0
+  end
   local sk = L.skills(ag)
-  local bm, bs, bx
+  local bm, bs, bx, bg
   for i = 1, #sk, 2 do
     local ab = tonumber(sk[i + 1])
     local m, sc = head(K.queue(sk[i]), ag.id)
-    if m and (not bm or ab > bx or (ab == bx and (sc < bs or (sc == bs and m < bm)))) then
-      bm, bs, bx = m, sc, ab
+    if m then
+      seen[#seen + 1] = {m = m, sc = sc, kind = "group", tier = 0, ab = ab, via = sk[i],
+                         g = sk[i], ord = 1, key = -ab}
+      if not bm or ab > bx or (ab == bx and (sc < bs or (sc == bs and m < bm))) then
+        bm, bs, bx, bg = m, sc, ab, sk[i]
+      end
     end
   end
-  if bm then return member_session(bm), "group", 0 end
-  local mine, lowest = {}, {}
+  if bm then return member_session(bm), "group", 0, bg end
+  local mine, lowest, through = {}, {}, {}
   for i = 1, #sk, 2 do mine[sk[i]] = true end
   for i = 1, #sk, 2 do
     local src = call("HGETALL", K.sources(sk[i]))
     for j = 1, #src, 2 do
       local S, n = src[j], tonumber(src[j + 1])
-      if not mine[S] and (not lowest[S] or n < lowest[S]) then lowest[S] = n end
+      if not mine[S] and (not lowest[S] or n < lowest[S]) then
+        lowest[S], through[S] = n, sk[i]
+      end
     end
   end
   for S, n in pairs(lowest) do -- any order: the comparison below is total
     local m, sc = head(K.overflow(S, n), ag.id)
-    if m and (not bm or n < bx or (n == bx and (sc < bs or (sc == bs and m < bm)))) then
-      bm, bs, bx = m, sc, n
+    if m then
+      seen[#seen + 1] = {m = m, sc = sc, kind = "overflow", tier = n, via = through[S],
+                         g = S, ord = 2, key = n}
+      if not bm or n < bx or (n == bx and (sc < bs or (sc == bs and m < bm))) then
+        bm, bs, bx, bg = m, sc, n, through[S]
+      end
     end
   end
-  if bm then return member_session(bm), "overflow", bx end
+  if bm then return member_session(bm), "overflow", bx, bg end
   return nil
 end
 
@@ -146,6 +163,8 @@ function L.assign(s, ag, via, tier, now, ev)
   write_session(s, "st", "assigned", "ag", ag.id, "q", "", "pf", "",
     "tr", s.tr, "asg", sfmt("%d", now), "ph", "waiting_agent", "pa", sfmt("%d", now))
   call("SADD", K.agent_sessions(ag.id), s.id)
+  -- the decision record (s.dec, made by the caller while the agents were as compared)
+  local decision = s.dec and L.decision(s, ag, via, tier) or nil
   ag.load, ag.last = ag.load + 1, now
   L.save_agent(ag)
   L.refresh(ag)
@@ -153,7 +172,7 @@ function L.assign(s, ag, via, tier, now, ev)
   L.on_waiting_agent(s, now, true)
   ev[#ev + 1] = {
     event = "assigned", session = s.id, agent = ag.id, group = s.g, tier = tier, via = via,
-    wait_ms = now - s.at,
+    wait_ms = now - s.at, decision = decision,
   }
 end
 
@@ -185,8 +204,12 @@ end
 
 -- Give the session to the best candidate of its pool, if there is one; true if assigned.
 function L.to_best_agent(s, now, ev)
-  local a, tier = L.best_agent(s)
+  local a, tier, g, rank = L.best_agent(s)
   if not a then return false end
+  if L.records(s) then
+    L.decide_customer(s, tier == 0 and {s.g} or L.group(s.g).tiers[tier].groups,
+                      {a = a, g = g, rank = rank}, now)
+  end
   L.assign(s, L.agent(a), tier == 0 and "group" or "overflow", tier, now, ev)
   return true
 end
@@ -201,7 +224,16 @@ end
 function L.route(s, now, reason, ev)
   local gc = L.group(s.g)
   s.tr = L.earned_tier(gc.tiers, 0, now - s.at)
+  local note -- a preferred agent not used: said by this decision or, if queued, a later one
+  if gc.rd then
+    if not s.pnote and s.pf and s.pf ~= "" and (reason == "fallback" or reason == "agent_offline") then
+      s.pnote = {agent = s.pf, kind = s.pk or "directed", used = false,
+                 reason = reason == "fallback" and "preference_ms passed" or "went offline"}
+    end
+    note = s.pnote
+  end
   if L.to_best_agent(s, now, ev) then return end
+  s.pnote = nil
   s.va, s.q, s.st = s.at - s.p * gc.u, "g", "queued"
   call("ZADD", K.queue(s.g), s.va, s.m)
   for n = 1, s.tr do call("ZADD", K.overflow(s.g, n), s.va, s.m) end
@@ -209,8 +241,15 @@ function L.route(s, now, reason, ev)
   if gc.tiers[s.tr + 1] then L.schedule_overflow(s, gc.tiers) end
   -- the queue phase is written with the rest: entered now, or kept as it was
   local pa = s.ph == "queued" and s.pa or now
-  write_session(s, "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
-    "va", sfmt("%d", s.va), "ag", "", "pf", "", "ph", "queued", "pa", sfmt("%d", pa))
+  if note then
+    write_session(s, "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
+      "va", sfmt("%d", s.va), "ag", "", "pf", "", "ph", "queued", "pa", sfmt("%d", pa),
+      "pn", L.note_text(note))
+    if s.ctx then s.ctx.pn, s.ctx.pn_stored = note, true end
+  else
+    write_session(s, "st", "queued", "g", s.g, "q", "g", "tr", s.tr,
+      "va", sfmt("%d", s.va), "ag", "", "pf", "", "ph", "queued", "pa", sfmt("%d", pa))
+  end
   L.on_queued(s, now, true)
   ev[#ev + 1] = queued_event(s, reason, K.queue(s.g))
 end
@@ -231,9 +270,11 @@ end
 function L.fill(ag, now, ev)
   local n = 0
   while ag.st == "online" and ag.load < ag.cap do
-    local sid, kind, tier = L.pick_for_agent(ag)
+    local seen = {}
+    local sid, kind, tier, via_group = L.pick_for_agent(ag, seen)
     if not sid then return n end
     local s = L.session(sid)
+    if L.records(s) then L.decide_agent(s, ag, seen, kind, via_group, now) end
     L.assign(s, ag, kind == "parked" and s.pk or kind, tier, now, ev)
     n = n + 1
   end
@@ -299,15 +340,16 @@ local function condition_holds(c, v)
 end
 
 -- The first rule (configure_rules.lua) all of whose conditions hold for `attrs`, or nil.
+-- Also returns its 1-based position.
 function L.match_rule(attrs)
   local packed = call("HGET", K.tenant(), "rules")
   if not packed then return nil end
-  for _, r in ipairs(cmsgpack.unpack(packed)) do
+  for i, r in ipairs(cmsgpack.unpack(packed)) do
     local ok = true
     for k, c in pairs(r.match) do
       if not condition_holds(c, attrs[k]) then ok = false break end
     end
-    if ok then return r end
+    if ok then return r, i end
   end
   return nil
 end

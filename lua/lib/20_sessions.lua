@@ -188,14 +188,27 @@ function L.transfer(s, to_group, target, force, now, ev, reason)
     call("HINCRBY", K.group_open(), to_group, 1)
     L.route(s, now, "transfer", ev)
   elseif force then
+    if L.records(s) then
+      L.decide_preferred(s, target, now,
+        {agent = target.id, kind = "forced", used = true, reason = "forced"})
+    end
     L.assign(s, target, "forced", 0, now, ev)
   elseif target.st == "online" and target.load < target.cap then
+    if L.records(s) then
+      L.decide_preferred(s, target, now,
+        {agent = target.id, kind = "transfer", used = true, reason = "free capacity"})
+    end
     L.assign(s, target, "transfer", 0, now, ev)
   else
     local pref = L.group(s.g).pref
     if pref > 0 then
       L.park(s, target, "transfer", now + pref, "transfer", ev)
     else
+      if L.records(s) then
+        s.pnote = {agent = target.id, kind = "transfer", used = false,
+                   reason = (target.st == "away" and "away" or "at capacity")
+                     .. ", preference_ms is 0"}
+      end
       L.route(s, now, "transfer", ev)
     end
   end

@@ -65,8 +65,12 @@ end
 
 -- Turn event `e` (in place) into its outbound form (docs/protocol.md), record it in its
 -- session's history, and return its JSON. On the stream `type` is the event's name, so
--- the ticket type some ticket events carry in `type` goes out as `ticket_type`.
+-- the ticket type some ticket events carry in `type` goes out as `ticket_type`. An
+-- `assigned` event's decision record (lua/lib/15_decisions.lua) goes into the history
+-- entry only: taken off the event, it is never part of the returned JSON.
 local function outbound(e, now, cmd_id, sessions)
+  local decision = e.decision
+  e.decision = nil
   e.ticket_type = e.type
   e.type, e.event = OUT_NAMES[e.event] or e.event, nil
   e.ts, e.cmd = now, cmd_id
@@ -93,7 +97,15 @@ local function outbound(e, now, cmd_id, sessions)
     json = cjson.encode({type = "error", code = "E_INTERNAL", ts = now, cmd = cmd_id,
                          message = "event not encodable: " .. tostring(json)})
   end
-  if sid then record(sid, json, e.type == "closed") end
+  if sid then
+    local kept = json
+    if decision then
+      local ok2, d = pcall(cjson.encode, decision)
+      -- (not encodable would be a bug: the entry is kept without it)
+      if ok2 then kept = ssub(json, 1, -2) .. ',"decision":' .. d .. "}" end
+    end
+    record(sid, kept, e.type == "closed")
+  end
   if e.ticket then record_ticket(e, json) end
   return json, sid and sessions[sid] or nil
 end
@@ -106,6 +118,7 @@ local function record_all(events, now)
     if e.session or e.ticket then
       local c = {}
       for k, v in pairs(e) do c[k] = v end
+      e.decision = nil -- kept in the history only
       outbound(c, now, nil, sessions)
     end
   end
