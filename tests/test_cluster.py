@@ -182,10 +182,11 @@ async def running(cluster_engine: Engine) -> AsyncIterator[Any]:
     """Starts a ClusterConsumer loop (wall clock) for given tenants; stopped after."""
     started: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
-    def start(tenants: tuple[str, ...], engine: Engine = cluster_engine) -> ClusterConsumer:
+    def start(tenants: tuple[str, ...], engine: Engine = cluster_engine, *,
+              heartbeat_ms: int = 0, name: str | None = None) -> ClusterConsumer:
         opts = ConsumerOptions(tenants=tenants, discover=False, block_ms=20, tick_ms=100,
-                               lease_ms=2000, tenants_refresh_ms=500)
-        consumer = ClusterConsumer(engine, opts)
+                               lease_ms=2000, tenants_refresh_ms=500, heartbeat_ms=heartbeat_ms)
+        consumer = ClusterConsumer(engine, opts, name=name)
         stop = asyncio.Event()
         started.append((stop, asyncio.create_task(consumer.run(stop))))
         return consumer
@@ -210,6 +211,30 @@ async def test_one_loop_per_shard_serves_tenants_on_every_master(
         node_of(cluster_client, t): [t] for t in tenants}
     for t in tenants:
         assert await queued_cmds(cluster_client, t) == [f"c{i}" for i in range(20)]
+
+
+async def test_replicas_on_a_cluster_share_the_tenants_of_every_shard(
+        cluster_engine: Engine, cluster_client: RedisCluster, running: Any) -> None:
+    """Two replicas with membership: each tenant held by exactly one, both hold some,
+    commands of every tenant applied; the shard loops of a replica share one heartbeat."""
+    tenants = tuple(f"share{i}" for i in range(12))
+    for t in tenants:
+        await setup_queue(cluster_engine, t)
+    a = running(tenants, heartbeat_ms=100, name="replica-a")
+    b = running(tenants, heartbeat_ms=100, name="replica-b")
+
+    async def split() -> bool:
+        held = [{n for n, t in c.tenants.items() if t.held} for c in (a, b)]
+        return held[0] | held[1] == set(tenants) and not held[0] & held[1] and all(held)
+
+    await wait_for("the tenants split between the replicas", split)
+    for t in tenants:
+        await GatewayClient(cluster_client, t, gateway="web").arrive(  # type: ignore[arg-type]
+            "s0", "g", id="c0")
+    for t in tenants:
+        await wait_for(t, lambda t=t: _all_queued(cluster_client, t, 1))
+    members = await cluster_client.zrange(keys.REPLICAS_KEY, 0, -1)
+    assert {b"replica-a", b"replica-b"} <= set(members)
 
 
 async def _all_queued(client: RedisCluster, tenant: str, n: int) -> bool:
