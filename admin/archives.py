@@ -62,7 +62,9 @@ async def archive(admin: Admin, tenant: str, who: Principal, now_ms: int,
             "resource": "tenant", "id": tenant, "version": version,
             "before": _enc.encode(snap), "after": _enc.encode([False] * len(snap)),
             "events": 0})
-        pipe.rename(stream, target)
+        # RENAME by name: redis-py refuses rename() in a cluster pipeline, though both
+        # keys share the tenant's slot (a transaction on a cluster is one slot's anyway)
+        pipe.execute_command("RENAME", stream, target)
         pipe.pexpire(target, RETENTION_MS)
         await pipe.execute()
     rec = Record(tenant=tenant, deleted_ms=deleted_ms, deleted_by=who.actor,

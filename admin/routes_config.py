@@ -17,6 +17,7 @@ from admin import archives, views
 from admin import schemas as s
 from admin.service import Admin, Conflict, Unprocessable, if_match
 from dispatchd import keys
+from dispatchd.connect import is_cluster
 from dispatchd.hours import service_windows, zone
 from dispatchd.tickets import HORIZON_DAYS
 
@@ -126,8 +127,11 @@ class TenantController(Controller):
         await archives.archive(admin, tenant, who, now, fields)
         keep = {keys.key(n, tenant).encode() for n in ("inbound", "outbound", "dead")}
         archived = (keys.prefix(tenant) + keys.AUDIT_ARCHIVE_INFIX).encode()
+        # on a cluster, only the master owning the tenant's slot holds its keys
+        node = ({"target_nodes": admin.redis.get_node_from_key(keys.root(tenant))}
+                if is_cluster(admin.redis) else {})
         async for key in admin.redis.scan_iter(match=keys.prefix(tenant).replace(
-                "{", "\\{").replace("}", "\\}") + "*", count=1000):
+                "{", "\\{").replace("}", "\\}") + "*", count=1000, **node):
             if key not in keep and not key.startswith(archived):
                 await admin.redis.unlink(key)
 

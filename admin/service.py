@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from admin.auth import Principal, Tokens
 from admin.schemas import ActionOut
 from dispatchd import errors, keys
+from dispatchd.connect import cluster_twin, is_cluster
 from dispatchd.engine import AdminResult, Engine
 from dispatchd.messages import Event
 
@@ -63,6 +64,10 @@ def own_client(shared: aioredis.Redis) -> aioredis.Redis:
     are bounded by :data:`REDIS_TIMEOUT_S`: the daemon's shared client has no read timeout,
     since its consumer blocks on XREADGROUP. A command is retried once on a broken
     connection (a pooled one the server closed), never after a timeout."""
+    if is_cluster(shared):  # the same cluster, its own connections; it follows MOVED itself
+        twin: Any = cluster_twin(cast(Any, shared), socket_timeout=REDIS_TIMEOUT_S,
+                                 socket_connect_timeout=REDIS_TIMEOUT_S)
+        return cast(aioredis.Redis, twin)
     pool = shared.connection_pool
     kwargs = {**pool.connection_kwargs, "socket_timeout": REDIS_TIMEOUT_S,
               "socket_connect_timeout": REDIS_TIMEOUT_S,

@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 import uvloop
 
 from bench.centre import arrivals_and_closes, server_cpu_s, setup_centre, start_server
+from dispatchd.connect import client_for
 from dispatchd.engine import Engine
 from dispatchd.messages import Arrive, Command, ReleaseSession
 
@@ -101,7 +102,7 @@ return 1
 
 async def run(args: argparse.Namespace) -> None:
     url, server = start_server(args.redis_url)
-    client = aioredis.Redis.from_url(url, decode_responses=False)
+    client = client_for(url, decode_responses=False)
     engine = Engine(client)
     await engine.load_scripts()
     n = 5_000 if args.quick else 40_000

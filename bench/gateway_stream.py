@@ -22,7 +22,9 @@ import uvloop
 from bench.centre import arrivals_and_closes, server_cpu_s, setup_centre, start_server
 from dispatchd import keys
 from dispatchd.client import GatewayClient
-from dispatchd.consumer import ConsumerOptions, GatewayConsumer
+from dispatchd.cluster_consumer import consumer_for
+from dispatchd.connect import client_for
+from dispatchd.consumer import ConsumerOptions
 from dispatchd.engine import Engine
 from dispatchd.protocol import ArriveCmd, CloseSessionCmd, GatewayCommand
 
@@ -50,7 +52,7 @@ async def ceiling(client: aioredis.Redis, n: int) -> float:
 
 async def run(args: argparse.Namespace) -> None:
     url, server = start_server(args.redis_url)
-    client = aioredis.Redis.from_url(url, decode_responses=False)
+    client = client_for(url, decode_responses=False)
     await client.flushall()
     engine = Engine(client)
     await engine.load_scripts()
@@ -61,7 +63,7 @@ async def run(args: argparse.Namespace) -> None:
     cmds = commands(n, groups)
     for i in range(0, n, 1000):
         await gw.send_many(cmds[i : i + 1000])
-    consumer = GatewayConsumer(engine, ConsumerOptions(
+    consumer = consumer_for(engine, ConsumerOptions(
         tenants=(TENANT,), batch_size=args.batch_size, block_ms=1, tick_ms=100))
     inbound = keys.key("inbound", TENANT)
     cpu0, srv0, t0 = time.process_time(), await server_cpu_s(client), time.perf_counter()

@@ -23,6 +23,7 @@ from typing import IO, Any
 import redis.asyncio as aioredis
 
 from dispatchd import keys
+from dispatchd.connect import client_for
 from dispatchd.consumer import GROUP
 from dispatchd.embedded import EmbeddedValkey, free_port
 from dispatchd.settings import env_var, field_names
@@ -103,7 +104,8 @@ class Server:
 
     def client(self) -> aioredis.Redis:
         """A new async client (bytes in, bytes out)."""
-        return aioredis.Redis.from_url(self.url, decode_responses=False)
+        client: aioredis.Redis = client_for(self.url, decode_responses=False)
+        return client
 
     def stop(self) -> None:
         """Stop the embedded Valkey (nothing for an external server)."""

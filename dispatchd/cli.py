@@ -134,12 +134,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_parser(commands)
     simulate_command.add_parser(commands)
     gateway_users.add_parser(commands)
+    _add_dev_cluster_parser(commands)
     commands.add_parser(
         "version",
         help="print the version and exit",
         description="Print dispatchd's version and exit.",
     )
     return parser
+
+
+DEV_CLUSTER_DESCRIPTION = (
+    "Start a local Redis Cluster to try cluster mode: 3 masters and 3 replicas (one per"
+    " master) of the bundled Valkey on 127.0.0.1, ports BASE_PORT to BASE_PORT+5 (cluster"
+    " bus: each port + 10000), with the password in DIR/valkey.password (made on first use)."
+    " It prints the cluster URL for DISPATCHD_REDIS_URL (redis+cluster://...), runs until"
+    " Ctrl-C or SIGTERM, then stops every node. The nodes keep nothing: each start is an"
+    " empty cluster."
+)
+
+
+def _add_dev_cluster_parser(commands: Any) -> None:
+    p = commands.add_parser(
+        "dev-cluster",
+        help="start a local 3-master, 3-replica Valkey Cluster until Ctrl-C",
+        description=_wrap(DEV_CLUSTER_DESCRIPTION),
+        epilog=_wrap("exit status: 0 stopped by Ctrl-C or SIGTERM, 1 the cluster could"
+                     " not start (the message says which node and why)."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dir", default=".dispatchd-cluster", metavar="DIR",
+                   help="where the nodes keep their files (default: .dispatchd-cluster)")
+    p.add_argument("--base-port", type=_port, default=7000, metavar="PORT",
+                   help="client port of the first node; the six use PORT..PORT+5"
+                        " (default: 7000)")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535 - 5:
+        raise argparse.ArgumentTypeError(f"must be 1-65530 (six ports from it): {text!r}")
+    return value
 
 
 def _positive(text: str) -> float:
@@ -369,6 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulate_command.main(args)
     if args.command == "gateway-user":
         return gateway_users.main(args)
+    if args.command == "dev-cluster":
+        from dispatchd import devcluster
+
+        return devcluster.run(args.dir, args.base_port)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

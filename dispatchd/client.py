@@ -21,6 +21,7 @@ from typing import Any, Literal, cast
 import redis.asyncio as aioredis
 
 from dispatchd import keys, protocol
+from dispatchd.connect import client_for
 from dispatchd.protocol import (
     AgentMessageCmd,
     AgentReadyCmd,
@@ -72,7 +73,9 @@ class GatewayClient:
 
     @classmethod
     def from_url(cls, url: str, tenant: str, **kwargs: Any) -> GatewayClient:
-        return cls(aioredis.Redis.from_url(url), tenant, **kwargs)
+        """A client on ``url`` (``redis://``, ``rediss://``, ``unix://``, or a cluster's
+        ``redis+cluster://``: see :func:`dispatchd.connect.client_for`)."""
+        return cls(client_for(url), tenant, **kwargs)
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -148,7 +148,9 @@ class _Wire:
     from the pool)."""
 
     def __init__(self, redis: Any) -> None:
-        self.pool = redis.connection_pool
+        # a cluster client has no one pool: its shard loops have wires of their own
+        # (dispatchd.cluster_consumer)
+        self.pool: Any = getattr(redis, "connection_pool", None)
         self.conn: Any = None
 
     async def roundtrip(self, commands: list[tuple[Any, ...]]) -> list[Any]:

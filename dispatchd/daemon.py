@@ -26,12 +26,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import RedisError
 
 from dispatchd import observe, ops, tickets
-from dispatchd.consumer import ConsumerOptions, GatewayConsumer, wall_clock_ms
+from dispatchd.cluster_consumer import consumer_for
+from dispatchd.connect import client_for, is_cluster_url
+from dispatchd.connect import redact as redact_any
+from dispatchd.consumer import ConsumerOptions, wall_clock_ms
 from dispatchd.embedded import EmbeddedValkey, check_server
 from dispatchd.engine import Engine
 from dispatchd.errors import DispatchError
@@ -106,6 +108,8 @@ def _log(level: int, msg: str, **fields: object) -> None:
 
 def redact(url: str) -> str:
     """``url`` without its password, fit for a log line."""
+    if is_cluster_url(url):
+        return redact_any(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -186,9 +190,8 @@ class _Startup:
     async def engine(self) -> Engine:
         url = await self.server_url()
         self.step = "connect"
-        client = aioredis.Redis.from_url(
-            url, decode_responses=False, socket_connect_timeout=CONNECT_TIMEOUT_S
-        )
+        client: Any = client_for(url, decode_responses=False,
+                                 socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=None)
         self.stack.push_async_callback(client.aclose)
         await client.ping()
         self.step = "server check"
@@ -246,7 +249,7 @@ def default_loops(settings: Settings) -> list[LoopFactory]:
     server."""
     opts = consumer_options(settings)
     loops: list[LoopFactory] = [
-        lambda engine: GatewayConsumer(engine, opts).run,
+        lambda engine: consumer_for(engine, opts).run,
         # the UTC form of every group's service hours, which the ticket scripts read
         lambda engine: lambda stop: tickets.windows_loop(engine, opts.tenants, stop, wall_clock_ms),
     ]

@@ -28,7 +28,9 @@ from redis.exceptions import RedisError
 
 from dispatchd import keys
 from dispatchd.client import GatewayClient
-from dispatchd.consumer import ConsumerOptions, GatewayConsumer, wall_clock_ms
+from dispatchd.cluster_consumer import consumer_for
+from dispatchd.connect import client_for
+from dispatchd.consumer import ConsumerOptions, wall_clock_ms
 from dispatchd.daemon import redact
 from dispatchd.embedded import check_server, throwaway
 from dispatchd.engine import Engine
@@ -381,7 +383,7 @@ async def _play(opts: DemoOptions, engine: Engine, url: str, stop: asyncio.Event
     consumer_stop = asyncio.Event()
     # discover=False: serve the demo's tenant only, neither registering it in
     # dispatchd:tenants nor taking the tenants listed there (matters on a shared server)
-    consumer = GatewayConsumer(engine, ConsumerOptions(tenants=(opts.tenant,), discover=False))
+    consumer = consumer_for(engine, ConsumerOptions(tenants=(opts.tenant,), discover=False))
     consuming = asyncio.create_task(consumer.run(consumer_stop))
     await demo.configure()
     actors = [asyncio.create_task(demo.arrivals()), asyncio.create_task(demo.shift())]
@@ -411,7 +413,7 @@ async def _main(opts: DemoOptions) -> int:
             url = opts.redis_url
             if url is None:
                 url = await stack.enter_async_context(throwaway("dispatchd-demo-"))
-            redis = aioredis.Redis.from_url(url, decode_responses=False)
+            redis: Any = client_for(url, decode_responses=False)
             stack.push_async_callback(redis.aclose)
             await check_server(redis)
             await _clear_tenant(redis, opts.tenant)

@@ -94,7 +94,8 @@ class Membership:
         sent = _wall_ms()
         now = sent + self._offset_ms
         pipe = self.redis.pipeline(transaction=False)
-        pipe.time()
+        # by name: redis-py refuses pipe.time() in a cluster pipeline (the same command)
+        pipe.execute_command("TIME")
         pipe.zadd(keys.REPLICAS_KEY, {self.name: now + self.ttl_ms})
         pipe.zremrangebyscore(keys.REPLICAS_KEY, "-inf", f"({now}")
         pipe.zrange(keys.REPLICAS_KEY, now, "+inf", byscore=True)

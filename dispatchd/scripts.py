@@ -38,6 +38,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from dispatchd.connect import is_cluster
 from dispatchd.errors import DispatchError
 from dispatchd.keys import lua_prelude
 
@@ -184,9 +185,18 @@ class Library:
         self.client = client
 
     async def server_version(self) -> tuple[int, str] | None:
-        """The loaded library's (version, build), or None when none is loaded."""
+        """The loaded library's (version, build), or None when none is loaded (on a
+        cluster: the oldest of its masters', None when any master lacks it)."""
+        if is_cluster(self.client):
+            found = await self._versions()
+            if any(v is None for v in found.values()):
+                return None
+            return min(v for v in found.values() if v is not None) if found else None
+        return await self._version_on(self.client)
+
+    async def _version_on(self, client: Any, **target: Any) -> tuple[int, str] | None:
         try:
-            raw = await self.client.fcall_ro(VERSION, 0)
+            raw = await client.execute_command("FCALL_RO", VERSION, 0, **target)
         except ResponseError as exc:
             if is_missing(exc):
                 return None
@@ -197,8 +207,15 @@ class Library:
         except ValueError:
             return 0, build_id
 
+    async def _versions(self) -> dict[Any, tuple[int, str] | None]:
+        """Master node -> its library's (version, build) or None (a cluster)."""
+        return {node: await self._version_on(self.client, target_nodes=node)
+                for node in self.client.get_primaries()}
+
     async def ensure(self) -> str:
-        """Load the library unless this very build is loaded; refuse a newer one.
+        """Load the library unless this very build is loaded; refuse a newer one. On a
+        cluster, on every master that lacks this build (functions replicate to a master's
+        replicas, but a new master, or one that was flushed, has none).
 
         Returns:
             what was done: ``"loaded"`` or ``"present"``.
@@ -206,22 +223,33 @@ class Library:
         Raises:
             LibraryError: the server has a library of a newer version, or refused ours.
         """
-        loaded = await self.server_version()
+        if is_cluster(self.client):
+            todo = {node: v for node, v in (await self._versions()).items()
+                    if v != (LIBRARY_VERSION, build())}
+            for node, loaded in todo.items():
+                await self._load(loaded, self.client, target_nodes=node)
+            return "loaded" if todo else "present"
+        loaded = await self._version_on(self.client)
         if loaded == (LIBRARY_VERSION, build()):
             return "present"
+        await self._load(loaded, self.client)
+        return "loaded"
+
+    async def _load(self, loaded: tuple[int, str] | None, client: Any, **target: Any) -> None:
         if loaded is not None and loaded[0] > LIBRARY_VERSION:
             raise LibraryError(
                 f"the server has dispatchd library version {loaded[0]} (build {loaded[1]}),"
                 f" newer than this daemon's {LIBRARY_VERSION}: run the newer daemon, or"
                 f" `FUNCTION DELETE {LIBRARY}` if you mean to downgrade every daemon")
         try:
-            await self.client.function_load(library_source(), replace=True)
+            await client.execute_command("FUNCTION LOAD", "REPLACE", library_source(), **target)
         except ResponseError as exc:
             raise LibraryError(f"FUNCTION LOAD of the dispatchd library failed: {exc}") from exc
+        node = target.get("target_nodes")
         log.info("function library loaded", extra={"fields": {
             "library": LIBRARY, "version": LIBRARY_VERSION, "build": build(),
-            "replaced": None if loaded is None else f"{loaded[0]} {loaded[1]}"}})
-        return "loaded"
+            "replaced": None if loaded is None else f"{loaded[0]} {loaded[1]}",
+            **({"node": node.name} if node is not None else {})}})
 
     async def call(self, function: str, root: str, args: Sequence[Any]) -> Any:
         """``FCALL function 1 root *args``; loads the library again if it went missing

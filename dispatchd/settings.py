@@ -20,12 +20,12 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from dispatchd.connect import URL_SCHEMES, BadURL, check_url
 from dispatchd.errors import DispatchError
 
 ENV_PREFIX = "DISPATCHD_"
 CONFIG_VAR = "DISPATCHD_CONFIG"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-URL_SCHEMES = ("redis", "rediss", "unix")
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
@@ -53,8 +53,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     redis_url: str | None = None
     """URL of an external Redis (>= 7.0) or Valkey (>= 7.2): redis://host:6379/0,
-    rediss://... (TLS) or unix:///path.sock. Unset: the daemon runs its own embedded
-    Valkey on loopback."""
+    rediss://... (TLS) or unix:///path.sock; a Redis/Valkey Cluster:
+    redis+cluster://[user:password@]host:port[,host:port...] (rediss+cluster:// with TLS;
+    any of its nodes will do). Unset: the daemon runs its own embedded Valkey on
+    loopback."""
 
     data_dir: str = ".dispatchd"
     """Directory of the embedded Valkey's data (append-only file), password, ACL file and
@@ -134,8 +136,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     from Redis (a scrape never reads Redis)."""
 
     def __post_init__(self) -> None:
-        if self.redis_url is not None and self.redis_url.partition("://")[0] not in URL_SCHEMES:
-            raise ValueError(f"the URL must start with {', '.join(s + '://' for s in URL_SCHEMES)}")
+        if self.redis_url is not None:
+            if self.redis_url.partition("://")[0] not in URL_SCHEMES:
+                raise ValueError(
+                    f"the URL must start with {', '.join(s + '://' for s in URL_SCHEMES)}")
+            try:
+                check_url(self.redis_url)
+            except BadURL as exc:
+                raise ValueError(str(exc)) from None
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         for tenant in self.tenants.split(","):

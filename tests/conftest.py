@@ -33,6 +33,11 @@ from hypothesis import HealthCheck, settings
 from dispatchd.embedded import EmbeddedValkey
 from dispatchd.engine import Engine
 from tests.admin_helpers import api, atenant  # noqa: F401  (fixtures of the admin tests)
+from tests.cluster_helpers import (  # noqa: F401  (fixtures of the cluster tests)
+    cluster_client,
+    cluster_engine,
+    dev_cluster,
+)
 
 _DEFAULT = {"max_examples": 60, "stateful_step_count": 50, "deadline": None,
             "suppress_health_check": [HealthCheck.too_slow]}

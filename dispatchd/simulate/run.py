@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -22,6 +23,7 @@ import uvloop
 from redis.exceptions import RedisError
 
 from dispatchd import keys
+from dispatchd.connect import client_for
 from dispatchd.daemon import redact
 from dispatchd.embedded import check_server, throwaway
 from dispatchd.engine import Engine
@@ -101,7 +103,7 @@ async def _run(work: workload.Workload, policy: str, router: Router, engine: str
 async def run_spec(work: workload.Workload, url: str,
                    progress: Progress | None = None) -> tuple[stats.Summary, str]:
     """The SPEC policy on the real engine at ``url``: (summary, where it ran)."""
-    client = aioredis.Redis.from_url(url, decode_responses=False)
+    client: Any = client_for(url, decode_responses=False)
     try:
         await check_server(client)
         engine = Engine(client)
