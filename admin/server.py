@@ -20,7 +20,7 @@ from admin.service import Admin
 from dispatchd.consumer import wall_clock_ms
 from dispatchd.engine import Engine
 from dispatchd.messages import Event
-from dispatchd.ops import bindable
+from dispatchd.ops import bindable, until_listening
 from dispatchd.settings import Settings
 
 log = logging.getLogger("dispatchd.admin")
@@ -67,6 +67,7 @@ def admin_loop(
             server = Server(app, address=settings.admin_host, port=port,
                             interface=Interfaces.ASGI, log_enabled=False)
             serving = asyncio.create_task(server.serve())
+            await until_listening(settings.admin_host, port, serving)
             log.info("admin API listening", extra={"fields": {
                 "url": f"http://{settings.admin_host}:{port}", "openapi": "/schema/openapi.json",
                 "console": f"http://{settings.admin_host}:{port}/console"}})

@@ -18,6 +18,7 @@ granian's embedded server on the daemon's event loop (``metrics_host:metrics_por
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -124,6 +125,27 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+async def until_listening(host: str, port: int, serving: asyncio.Task[Any],
+                          timeout_s: float = 10.0) -> bool:
+    """Whether ``host:port`` accepts connections before ``serving`` (the server's task,
+    which binds the socket somewhere inside) ends or ``timeout_s`` passes: so that a
+    "listening" log line is true when a client reads it."""
+    probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not serving.done() and loop.time() < deadline:
+        try:
+            _, writer = await asyncio.open_connection(probe, port)
+        except OSError:
+            await asyncio.sleep(0.01)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
+
+
 async def serve(app: OpsApp, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve ``app`` on ``host:port`` (0: a free port) until ``stop`` is set.
 
@@ -135,8 +157,7 @@ async def serve(app: OpsApp, host: str, port: int, stop: asyncio.Event) -> None:
     serving = asyncio.create_task(server.serve())
     stopped = asyncio.create_task(stop.wait())
     try:
-        await asyncio.sleep(0)  # serve() binds the socket before its first await
-        if not serving.done():
+        if await until_listening(host, port, serving):
             log.info("ops listener started", extra={"fields": {
                 "url": f"http://{_netloc(host, port)}", "paths": "/metrics /healthz /readyz"}})
         done, _ = await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)

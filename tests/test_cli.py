@@ -382,6 +382,15 @@ def _keep_alive_get(port: int, path: str) -> http.client.HTTPConnection:
     return conn
 
 
+def _both_listening(d: Daemon) -> None:
+    """Wait until the admin and the ops listener both listen (they start concurrently)."""
+    wanted = {"admin API listening", "ops listener started"}
+    while wanted:
+        checks = [is_json_msg(m) for m in wanted]
+        line = d.wait_for(lambda line, checks=checks: any(c(line) for c in checks))
+        wanted = {m for m in wanted if not is_json_msg(m)(line)}
+
+
 def test_restart_after_sigkill_while_scrapers_hold_connections(
     tmp_path: Path, spawn: Callable[..., Daemon]
 ) -> None:
@@ -394,13 +403,13 @@ def test_restart_after_sigkill_while_scrapers_hold_connections(
         DISPATCHD_ADMIN_PORT=str(admin_port),
     )
     first = spawn(env, tmp_path)
-    first.wait_for(is_json_msg("admin API listening"))
+    _both_listening(first)
     held = [_keep_alive_get(metrics_port, "/metrics"), _keep_alive_get(admin_port, "/v1/tenants")]
     try:
         first.proc.kill()
         first.proc.wait()
         second = spawn(env, tmp_path)
-        second.wait_for(is_json_msg("admin API listening"))
+        _both_listening(second)
         assert _keep_alive_get(metrics_port, "/healthz") is not None
         second.proc.send_signal(signal.SIGTERM)
         assert second.finish() == 0
