@@ -119,8 +119,9 @@ class DevCluster:
             if busy:
                 raise DevClusterError(f"port(s) {', '.join(map(str, busy))} on {HOST} are in use:"
                                       " choose another --base-port")
-            self.bus_ports = [p + 10000 if p + 10000 <= 65535 else _free_port()
-                              for p in self.ports]
+            # the bus port is the client port + 10000 when that is free, else any free one
+            self.bus_ports = [p + 10000 if p + 10000 <= 65535 and _port_free(p + 10000)
+                              else _free_port() for p in self.ports]
             self._start(timeout)
             return self
         for attempt in range(3):  # a free port picked can be taken before a node binds it

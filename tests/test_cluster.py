@@ -379,7 +379,9 @@ def test_dispatchd_run_on_the_cluster(tmp_path: Path, dev_cluster: DevCluster) -
 
 def test_dev_cluster_command(tmp_path: Path) -> None:
     """``dispatchd dev-cluster`` prints a URL that works, and Ctrl-C stops every node."""
-    base = 20000 + os.getpid() % 20000
+    # below Linux's ephemeral range (32768-60999) with the bus ports (+10000) too, so that
+    # no client socket of another test can hold one of them
+    base = 10000 + (os.getpid() % 1200) * 10
     proc = subprocess.Popen([str(BIN), "dev-cluster", "--dir", str(tmp_path), "--base-port",
                              str(base)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
