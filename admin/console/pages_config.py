@@ -97,11 +97,12 @@ class _Kind:
 
 
 GROUP = _Kind("groups", "group", refusals=(
-    "The API refuses while the group has open sessions, is another group's overflow "
-    "tier, or a routing rule sends customers to it."))
+    "The API refuses while the group has open sessions or open tickets, is another "
+    "group's overflow tier, or a routing rule sends customers to it; its members lose "
+    "that one ability."))
 AGENT = _Kind("agents", "agent", ("capacity",), refusals=(
-    "The API refuses while the agent holds sessions or parked customers. Tokens bound to "
-    "the agent are revoked with it."))
+    "The API refuses while the agent has assigned or pre-closed sessions, customers "
+    "parked with it, or open tickets. Tokens bound to the agent are revoked with it."))
 TICKET_TYPE = _Kind("ticket-types", "ticket type", refusals=(
     "Its tickets stay as they are; no new ticket of the type can be created."))
 
