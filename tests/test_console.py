@@ -204,3 +204,135 @@ async def test_the_audit_log_spells_out_the_stored_keys(api: Api, atenant: str) 
         r = await client.get(f"/console/t/{atenant}/audit")
         assert r.status_code == 200
         assert "queue warning ms" in r.text and "qwarn" not in r.text
+
+
+def _version_in(html: str) -> str:
+    found = re.search(r'name="version" value="(\d+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+async def test_an_admin_creates_a_group_agent_and_ticket_type(api: Api, atenant: str) -> None:
+    base = f"/console/t/{atenant}/config"
+    async with signed_in(api) as client:
+        page = await client.get(base)
+        assert page.status_code == 200
+        for label in ("New group id", "New agent id", "New ticket type id"):
+            assert f'>{label}</label>' in page.text
+        token = csrf(page.text)
+        r = await client.post(f"{base}/groups", data={"id": "billing", "csrf": token})
+        assert r.status_code == 303, r.text  # then its edit page, which says so
+        assert r.headers["location"].startswith(f"{base}/groups/billing?done=")
+        r = await client.get(r.headers["location"])
+        assert "Group billing created (version 1)." in r.text and "Save group" in r.text
+        r = await client.post(f"{base}/agents", data={"id": "ann", "capacity": "2",
+                                                      "csrf": token})
+        assert r.status_code == 303 and "/config/agents/ann?" in r.headers["location"]
+        r = await client.post(f"{base}/ticket-types", data={"id": "refund", "csrf": token})
+        assert r.status_code == 303 and "/config/ticket-types/refund?" in r.headers["location"]
+        # a taken id: the API's 409, by the id field of that form, what was typed kept
+        r = await client.post(f"{base}/groups", data={"id": "billing", "csrf": token})
+        assert r.status_code == 409
+        err = re.search(r'id="f-new-group-id-error">([^<]*)<', r.text)
+        assert err and err.group(1) == "this id is taken (E_EXISTS group billing)", r.text
+        assert re.search(r'id="f-new-group-id" name="id" type="text" value="billing" '
+                         r'required aria-invalid="true"', r.text)
+        assert 'id="f-new-agent-id-error"' not in r.text  # only that form's
+        # the API's validation, by its field: a capacity out of range, a bad id
+        r = await client.post(f"{base}/agents", data={"id": "bob", "capacity": "-1",
+                                                      "csrf": token})
+        assert r.status_code == 400
+        assert re.search(r'id="f-new-agent-capacity-error">[^<]*&gt;= 0', r.text), r.text
+        r = await client.post(f"{base}/ticket-types", data={"id": "no way", "csrf": token})
+        assert r.status_code == 400 and 'id="f-new-ticket-type-id-error"' in r.text
+        r = await client.post(f"{base}/groups", data={"id": "sales", "csrf": "nope"})
+        assert r.status_code == 403  # CSRF
+    assert (await api.ok("GET", f"/v1/tenants/{atenant}/agents/ann"))["capacity"] == 2
+    assert (await api.call("GET", f"/v1/tenants/{atenant}/groups/sales")).status_code == 404
+    audit = await api.ok("GET", f"/v1/tenants/{atenant}/audit", params={"action": "create"})
+    assert {(e["resource"], e["resource_id"]) for e in audit["items"]} >= {
+        ("group", "billing"), ("agent", "ann"), ("ticket_type", "refund")}
+
+
+async def test_delete_confirms_and_sends_the_version_shown(api: Api, atenant: str) -> None:
+    await _centre(api, atenant)
+    await api.ok("POST", f"/v1/tenants/{atenant}/ticket-types", json={"id": "refund"},
+                 status=201)
+    base = f"/console/t/{atenant}/config"
+    async with signed_in(api) as client:
+        edit = await client.get(f"{base}/ticket-types/refund")
+        assert f'href="{base}/ticket-types/refund/delete"' in edit.text
+        confirm = await client.get(f"{base}/ticket-types/refund/delete")
+        assert confirm.status_code == 200 and "Delete ticket type refund?" in confirm.text
+        shown = _version_in(confirm.text)
+        # changed meanwhile: the API's 412 for the version shown, and the new version
+        t = await api.ok("GET", f"/v1/tenants/{atenant}/ticket-types/refund")
+        await api.ok("PUT", f"/v1/tenants/{atenant}/ticket-types/refund",
+                     json={"name": "Refunds"}, headers={"If-Match": f'"{t["version"]}"'})
+        r = await client.post(f"{base}/ticket-types/refund/delete",
+                              data={"version": shown, "csrf": csrf(confirm.text)})
+        assert r.status_code == 412 and "Someone else changed this ticket type" in r.text
+        assert _version_in(r.text) == str(int(shown) + 1)
+        assert (await api.call("GET", f"/v1/tenants/{atenant}/ticket-types/refund")
+                ).status_code == 200
+        r = await client.post(f"{base}/ticket-types/refund/delete",
+                              data={"version": _version_in(r.text), "csrf": csrf(r.text)})
+        assert r.status_code == 303 and r.headers["location"].startswith(f"{base}?done=")
+        assert "Ticket type refund deleted" in (await client.get(r.headers["location"])).text
+        # a group and an agent, each after its confirmation page
+        for segment, rid in (("agents", "ann"), ("groups", "billing")):
+            confirm = await client.get(f"{base}/{segment}/{rid}/delete")
+            r = await client.post(f"{base}/{segment}/{rid}/delete", data={
+                "version": _version_in(confirm.text), "csrf": csrf(confirm.text)})
+            assert r.status_code == 303, r.text
+        r = await client.post(f"{base}/groups/billing/delete",
+                              data={"version": "x", "csrf": csrf(confirm.text)})
+        assert r.status_code == 400  # no version: never a delete without If-Match
+    for path in ("ticket-types/refund", "agents/ann", "groups/billing"):
+        assert (await api.call("GET", f"/v1/tenants/{atenant}/{path}")).status_code == 404
+    audit = await api.ok("GET", f"/v1/tenants/{atenant}/audit", params={"action": "delete"})
+    assert len(audit["items"]) == 3
+    assert all(e["actor"].endswith(":test-admin") for e in audit["items"])
+
+
+async def test_deleting_a_busy_agent_shows_the_apis_refusal(api: Api, atenant: str) -> None:
+    await _centre(api, atenant)
+    await api.ok("POST", f"/v1/tenants/{atenant}/agents/ann/status", role="supervisor",
+                 json={"status": "online"})
+    out = await api.admin.engine.arrive(atenant, api.clock(), "s1", "billing")
+    assert out.events[0].agent == "ann"  # type: ignore[union-attr]
+    path = f"/console/t/{atenant}/config/agents/ann/delete"
+    async with signed_in(api) as client:
+        confirm = await client.get(path)
+        assert "s1" in confirm.text  # its sessions are shown before confirming
+        r = await client.post(path, data={"version": _version_in(confirm.text),
+                                          "csrf": csrf(confirm.text)})
+        assert r.status_code == 409
+        err = re.search(r'role="alert" id="delete-error">([^<]*)<', r.text)
+        assert err and "1 assigned" in err.group(1), r.text
+        confirm = await client.get(f"/console/t/{atenant}/config/groups/billing/delete")
+        r = await client.post(f"/console/t/{atenant}/config/groups/billing/delete", data={
+            "version": _version_in(confirm.text), "csrf": csrf(confirm.text)})
+        assert r.status_code == 409 and 'id="delete-error"' in r.text
+    assert (await api.ok("GET", f"/v1/tenants/{atenant}/agents/ann"))["sessions"] == ["s1"]
+
+
+async def test_a_supervisor_can_neither_create_nor_delete(api: Api, atenant: str) -> None:
+    await _centre(api, atenant)
+    base = f"/console/t/{atenant}/config"
+    async with signed_in(api, "supervisor") as client:
+        page = await client.get(f"/console/t/{atenant}/agents")
+        assert "Create group" not in page.text and "/delete" not in page.text
+        token = csrf(page.text)  # the supervisor's own session token: still refused
+        for path, data in ((f"{base}/groups", {"id": "sales"}),
+                           (f"{base}/agents", {"id": "bob", "capacity": "1"}),
+                           (f"{base}/ticket-types", {"id": "refund"}),
+                           (f"{base}/groups/billing/delete", {"version": "1"}),
+                           (f"{base}/agents/ann/delete", {"version": "1"})):
+            r = await client.post(path, data={**data, "csrf": token})
+            assert r.status_code == 403, (path, r.status_code)
+        for path in (f"{base}/groups/billing/delete", f"{base}/agents/ann/delete"):
+            assert (await client.get(path)).status_code == 403, path
+    for path in ("groups/billing", "agents/ann"):
+        assert (await api.call("GET", f"/v1/tenants/{atenant}/{path}")).status_code == 200
+    assert (await api.call("GET", f"/v1/tenants/{atenant}/groups/sales")).status_code == 404

@@ -222,6 +222,31 @@ def test_two_tabs_editing_a_group_see_the_version_conflict(browser: Any,
     one.context.close()
 
 
+def test_create_a_group_through_the_form(browser: Any, daemon: Daemon) -> None:
+    """An admin creates a group on the configuration page, lands on its edit page, and
+    sees it listed; a taken id shows the API's message by the id field."""
+    from playwright.sync_api import expect
+
+    page = new_page(browser, daemon)
+    config = f"{daemon.base}/console/t/{daemon.tenant}/config"
+    page.goto(config)
+    every_control_is_labelled(page)
+    page.get_by_label("New group id").fill("returns")
+    page.get_by_role("button", name="Create group").click()
+    expect(page.get_by_role("status")).to_contain_text("Group returns created (version 1).")
+    expect(page.get_by_role("button", name="Save group")).to_be_visible()
+    page.goto(config)
+    expect(page.get_by_role("link", name="returns", exact=True)).to_be_visible()
+    page.get_by_label("New group id").fill("returns")
+    page.get_by_role("button", name="Create group").click()
+    expect(page.locator("#f-new-group-id-error")).to_contain_text("this id is taken")
+    expect(page.get_by_label("New group id")).to_have_attribute("aria-invalid", "true")
+    every_control_is_labelled(page)
+    shot(page, "config-create")
+    assert daemon.ok("GET", "/groups/returns")["version"] == 1
+    page.context.close()
+
+
 def test_keyboard_only(browser: Any, daemon: Daemon) -> None:
     """Sign in and reach the wallboard's groups with the keyboard alone."""
     from playwright.sync_api import expect

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException
 
 from admin.console import audit as readable
 from admin.console.api import Answer
@@ -36,6 +37,15 @@ def _number(text: str) -> Any:
     return text
 
 
+def _version(values: dict[str, str]) -> int:
+    """The version a form was rendered from (400 when the form does not carry one)."""
+    raw = values.get("version", "").strip()
+    if not raw.isdigit():
+        raise HTTPException(status_code=400, detail="the form carries no version; reload "
+                                                    "the page and try again")
+    return int(raw)
+
+
 def _conflict(answer: Answer, what: str) -> dict[str, Any]:
     detail = answer.detail
     if answer.status == 412:
@@ -51,14 +61,156 @@ def _error_page(request: Request[Any, Any, Any], tenant: str, answer: Answer) ->
 
 @get("/t/{tenant:str}/config", opt=ADMIN)
 async def config(request: Request[Any, Any, Any], tenant: str) -> Response[str]:
+    return await _config_page(request, tenant)
+
+
+async def _config_page(request: Request[Any, Any, Any], tenant: str,
+                       fail: dict[str, Any] | None = None,
+                       values: dict[str, str] | None = None,
+                       status: int = 200) -> Response[str]:
+    """The lists and their create forms; ``fail``/``values``: a refused create's error
+    and what was typed (``fail["form"]``: ``new group``, ``new agent``, ...)."""
     groups = await get_json(request, f"/v1/tenants/{tenant}/groups", limit=1000)
     agents = await get_json(request, f"/v1/tenants/{tenant}/agents", limit=1000)
     types = await get_json(request, f"/v1/tenants/{tenant}/ticket-types", limit=1000)
     for answer in (groups, agents, types):
         if not answer.ok:
             return _error_page(request, tenant, answer)
+    typed = {fail["form"]: values or {}} if fail else {}
     return page(request, "config.html", tenant=tenant, groups=groups.body["items"],
-                agents=agents.body["items"], types=types.body["items"])
+                agents=agents.body["items"], types=types.body["items"], failed=fail,
+                typed=typed, status=status)
+
+
+# ----------------------------------------------------------------- create and delete
+
+
+class _Kind:
+    """A configuration resource the console creates and deletes: its console and API
+    path segment, its name for people, and the fields its create form asks for (the
+    API's required ones: everything else is set on the edit page that follows)."""
+
+    def __init__(self, segment: str, what: str, numbers: tuple[str, ...] = (),
+                 refusals: str = "") -> None:
+        self.segment, self.what, self.numbers, self.refusals = (segment, what, numbers,
+                                                                refusals)
+
+
+GROUP = _Kind("groups", "group", refusals=(
+    "The API refuses while the group has open sessions or open tickets, is another "
+    "group's overflow tier, or a routing rule sends customers to it; its members lose "
+    "that one ability."))
+AGENT = _Kind("agents", "agent", ("capacity",), refusals=(
+    "The API refuses while the agent has assigned or pre-closed sessions, customers "
+    "parked with it, or open tickets. Tokens bound to the agent are revoked with it."))
+TICKET_TYPE = _Kind("ticket-types", "ticket type", refusals=(
+    "Its tickets stay as they are; no new ticket of the type can be created."))
+
+
+async def _create(request: Request[Any, Any, Any], tenant: str, kind: _Kind) -> Response[Any]:
+    """POST the create form's fields to the API; then its edit page, or the
+    configuration page again with the API's error by its field (a taken id: by the id)."""
+    values = await form(request)
+    body: dict[str, Any] = {"id": values.get("id", "").strip()}
+    body.update({name: _number(values.get(name, "")) for name in kind.numbers})
+    answer = await act(request, "POST", f"/v1/tenants/{tenant}/{kind.segment}", body)
+    if not answer.ok:
+        fail = _conflict(answer, f"new {kind.what}")
+        fail["fields"] = {k.split(".")[0].split("[")[0]: m for k, m in fail["fields"].items()}
+        if isinstance(answer.body, dict) and answer.body.get("code") == "E_EXISTS":
+            fail["fields"].setdefault("id", f"this id is taken ({answer.detail})")
+        return await _config_page(request, tenant, fail, values, status=answer.status)
+    made = answer.body
+    return done(f"/console/t/{tenant}/config/{kind.segment}/{made['id']}",
+                f"{kind.what.capitalize()} {made['id']} created (version {made['version']}).")
+
+
+async def _delete_page(request: Request[Any, Any, Any], tenant: str, kind: _Kind, rid: str,
+                       fail: dict[str, Any] | None = None,
+                       status: int = 200) -> Response[str]:
+    """The confirmation step: what is deleted, at which version, and what the API
+    refuses; its form sends ``If-Match`` of the version shown."""
+    answer = await get_json(request, f"/v1/tenants/{tenant}/{kind.segment}/{rid}")
+    if not answer.ok:
+        return _error_page(request, tenant, answer)
+    r = answer.body
+    facts: list[tuple[str, str]] = []
+    if kind is AGENT:
+        facts = [("Status", r["status"]), ("Load / capacity", f"{r['load']} / {r['capacity']}"),
+                 ("Sessions", ", ".join(r["sessions"]) or "none")]
+    elif r.get("name"):
+        facts = [("Name", r["name"])]
+    return page(request, "delete.html", tenant=tenant, kind=kind, rid=rid,
+                version=r["version"], facts=facts, failed=fail, status=status)
+
+
+async def _delete(request: Request[Any, Any, Any], tenant: str, kind: _Kind,
+                  rid: str) -> Response[Any]:
+    values = await form(request)
+    version = _version(values)
+    answer = await act(request, "DELETE", f"/v1/tenants/{tenant}/{kind.segment}/{rid}",
+                       if_match=version)
+    if not answer.ok:
+        fail = _conflict(answer, "delete")
+        if answer.status == 412:
+            fail["detail"] = (f"Someone else changed this {kind.what} since you opened it "
+                              f"({answer.detail}). Check it again; the page now shows the "
+                              "current version.")
+        return await _delete_page(request, tenant, kind, rid, fail, status=answer.status)
+    return done(f"/console/t/{tenant}/config",
+                f"{kind.what.capitalize()} {rid} deleted (it was version {version}).")
+
+
+@post("/t/{tenant:str}/config/groups", opt=ADMIN)
+async def group_create(request: Request[Any, Any, Any], tenant: str) -> Response[Any]:
+    return await _create(request, tenant, GROUP)
+
+
+@get("/t/{tenant:str}/config/groups/{group:str}/delete", opt=ADMIN)
+async def group_delete_page(request: Request[Any, Any, Any], tenant: str,
+                            group: str) -> Response[str]:
+    return await _delete_page(request, tenant, GROUP, check_id(group, "group"))
+
+
+@post("/t/{tenant:str}/config/groups/{group:str}/delete", opt=ADMIN)
+async def group_delete(request: Request[Any, Any, Any], tenant: str,
+                       group: str) -> Response[Any]:
+    return await _delete(request, tenant, GROUP, check_id(group, "group"))
+
+
+@post("/t/{tenant:str}/config/agents", opt=ADMIN)
+async def agent_create(request: Request[Any, Any, Any], tenant: str) -> Response[Any]:
+    return await _create(request, tenant, AGENT)
+
+
+@get("/t/{tenant:str}/config/agents/{agent:str}/delete", opt=ADMIN)
+async def agent_delete_page(request: Request[Any, Any, Any], tenant: str,
+                            agent: str) -> Response[str]:
+    return await _delete_page(request, tenant, AGENT, check_id(agent, "agent"))
+
+
+@post("/t/{tenant:str}/config/agents/{agent:str}/delete", opt=ADMIN)
+async def agent_delete(request: Request[Any, Any, Any], tenant: str,
+                       agent: str) -> Response[Any]:
+    return await _delete(request, tenant, AGENT, check_id(agent, "agent"))
+
+
+@post("/t/{tenant:str}/config/ticket-types", opt=ADMIN)
+async def ticket_type_create(request: Request[Any, Any, Any], tenant: str) -> Response[Any]:
+    return await _create(request, tenant, TICKET_TYPE)
+
+
+@get("/t/{tenant:str}/config/ticket-types/{ticket_type:str}/delete", opt=ADMIN)
+async def ticket_type_delete_page(request: Request[Any, Any, Any], tenant: str,
+                                  ticket_type: str) -> Response[str]:
+    return await _delete_page(request, tenant, TICKET_TYPE,
+                              check_id(ticket_type, "ticket type"))
+
+
+@post("/t/{tenant:str}/config/ticket-types/{ticket_type:str}/delete", opt=ADMIN)
+async def ticket_type_delete(request: Request[Any, Any, Any], tenant: str,
+                             ticket_type: str) -> Response[Any]:
+    return await _delete(request, tenant, TICKET_TYPE, check_id(ticket_type, "ticket type"))
 
 
 # ------------------------------------------------------------------------------ groups
@@ -127,7 +279,7 @@ async def group_save(request: Request[Any, Any, Any], tenant: str, group: str) -
     if not current.ok:
         return _error_page(request, tenant, current)
     body, errors = _group_body(values, "record_decisions" in current.body)
-    version = int(values.get("version") or 0)
+    version = _version(values)
     shown: dict[str, Any] = {**values, "_version": version,
                              "record_decisions": values.get("record_decisions") == "on"}
     if errors:
@@ -182,7 +334,7 @@ async def agent_save(request: Request[Any, Any, Any], tenant: str, agent: str) -
     body = {"name": values.get("name", ""), "team": values.get("team") or None,
             "capacity": _number(values.get("capacity", "")),
             "ticket_limit": _number(values.get("ticket_limit", "")), "abilities": abilities}
-    version = int(values.get("version") or 0)
+    version = _version(values)
     answer = await act(request, "PUT", f"/v1/tenants/{tenant}/agents/{agent}", body,
                        if_match=version)
     if answer.status == 412:
@@ -224,7 +376,7 @@ async def rules_save(request: Request[Any, Any, Any], tenant: str) -> Response[A
     """The list as edited: move a rule up or down, delete it, or add one at a place; the
     whole list is PUT with the version the page showed."""
     values = await form(request)
-    version = int(values.get("version") or 0)
+    version = _version(values)
     current = await get_json(request, f"/v1/tenants/{tenant}/rules")
     if not current.ok:
         return _error_page(request, tenant, current)
@@ -293,7 +445,7 @@ async def ticket_type_save(request: Request[Any, Any, Any], tenant: str,
                            ticket_type: str) -> Response[Any]:
     values = await form(request)
     check_id(ticket_type, "ticket type")
-    version = int(values.get("version") or 0)
+    version = _version(values)
     try:
         fields = json.loads(values.get("fields") or "[]")
     except json.JSONDecodeError as exc:
@@ -335,4 +487,6 @@ async def audit_log(request: Request[Any, Any, Any], tenant: str) -> Response[st
 
 
 HANDLERS = [config, group_edit, group_save, agent_edit, agent_save, rules, rules_save,
-            ticket_type_edit, ticket_type_save, audit_log]
+            ticket_type_edit, ticket_type_save, audit_log,
+            group_create, group_delete_page, group_delete, agent_create, agent_delete_page,
+            agent_delete, ticket_type_create, ticket_type_delete_page, ticket_type_delete]
