@@ -114,6 +114,11 @@ class _Round:
     def fcall(self, function: str, numkeys: int, *args: Any) -> None:
         self.commands.append(("FCALL", function, numkeys, *args))
 
+    def wait(self, durability: str, timeout_ms: int) -> None:
+        """The durability wait (``WAIT 1`` or ``WAITAOF 1 0``) of what came before."""
+        self.commands.append(("WAIT", 1, timeout_ms) if durability == "replica"
+                             else ("WAITAOF", 1, 0, timeout_ms))
+
     def xreadgroup(self, group: str, consumer: str, streams: dict[Any, Any], *, count: int,
                    block: int) -> None:
         self.reads.add(len(self.commands))
@@ -206,6 +211,14 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     #: the tenants it owns there (dispatchd.membership) and hands over the others. 0: no
     #: membership, every replica asks for every tenant and the first to ask holds it.
     heartbeat_ms: int = 0
+    #: What a round trip waits for after its script calls, before its read (same
+    #: round trip): "none", "replica" (WAIT 1) or "aof" (WAITAOF 1 0); see settings.
+    durability: str = "none"
+    durability_timeout_ms: int = 500
+
+
+#: How often (s) at most a failing durability wait is logged (each one is counted).
+DURABILITY_LOG_EVERY_S = 10.0
 
 
 def wall_clock_ms() -> int:
@@ -249,6 +262,9 @@ class GatewayConsumer:
         self.tenants: dict[str, _Tenant] = {}
         #: the loop's own connection
         self._wire = _Wire(engine.redis)
+        #: durability waits that failed since the last warning, and when that was
+        self._wait_failures = 0
+        self._wait_logged = 0.0
         #: entries read by the latest round trip, applied by the next one
         self._reads: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {}
         self._next_refresh = 0.0
@@ -496,6 +512,11 @@ class GatewayConsumer:
             lease_ms = 1 if t.name in handing else self.opts.lease_ms
             await self._call(pipe, t, cmds, lease_ms=lease_ms, tick=tick)
             calls.append((t, entries, tick))
+        # durability: the calls' writes reach a replica (or the AOF) before anything more
+        # is read; only when something was written (durability "none": no command at all)
+        waited = bool(calls) and self.opts.durability != "none"
+        if waited:
+            pipe.wait(self.opts.durability, self.opts.durability_timeout_ms)
         # the next entries are read in the same round trip, after the calls (blocking
         # block_ms at most: under load it returns at once; the calls' replies wait for it,
         # but their events are out already and their latency is timed by the server)
@@ -516,6 +537,8 @@ class GatewayConsumer:
                 failed_read = None if lost else reply
             else:
                 self._reads = self._entries(reply)
+        if waited:
+            self._waited(results.pop())
         done_s = time.time()
         missing = False
         for (t, entries, ticked), raw in zip(calls, results, strict=True):
@@ -575,6 +598,28 @@ class GatewayConsumer:
         elif self._missing is not None and (
                 read or not any(t.held for t in self.tenants.values())):
             self._recovered()
+
+    def _waited(self, reply: Any) -> None:
+        """Count (and at most every ``DURABILITY_LOG_EVERY_S`` log) a durability wait
+        that fell short: fewer replicas (or AOF fsyncs) than asked before the timeout, or
+        an error reply (e.g. WAITAOF on a server without appendonly). Never raised: the
+        round trip's calls are applied; only their durability is in doubt."""
+        if isinstance(reply, list):  # WAITAOF: [local fsyncs, replica fsyncs]
+            ok = bool(reply) and not isinstance(reply[0], Exception) and int(reply[0]) >= 1
+        else:
+            ok = not isinstance(reply, Exception) and int(reply) >= 1
+        if ok:
+            return
+        observe.record_durability_wait_failure()
+        self._wait_failures += 1
+        now = time.monotonic()
+        if now - self._wait_logged >= DURABILITY_LOG_EVERY_S:
+            log.warning("durability wait fell short: the latest writes may not survive a"
+                        " failover", extra={"fields": {
+                            "durability": self.opts.durability,
+                            "timeout_ms": self.opts.durability_timeout_ms,
+                            "reply": str(reply)[:200], "failures": self._wait_failures}})
+            self._wait_logged, self._wait_failures = now, 0
 
     def _mine(self, t: _Tenant) -> bool:
         """Whether this replica asks for ``t``: it owns it among the live replicas (or

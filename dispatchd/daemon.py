@@ -236,6 +236,8 @@ def consumer_options(settings: Settings) -> ConsumerOptions:
         tick_ms=settings.tick_ms,
         lease_ms=settings.lease_ms,
         heartbeat_ms=settings.heartbeat_ms,
+        durability=settings.durability,
+        durability_timeout_ms=settings.durability_timeout_ms,
         dedupe_ms=int(settings.dedupe_hours * 3_600_000),
         out_maxlen=settings.events_maxlen,
         # the consumers of replicas that are gone: 12 lease periods, at least a minute

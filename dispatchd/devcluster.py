@@ -73,9 +73,13 @@ class DevCluster:
             each node's cluster bus port is its port + 10000 (a free port when that
             would pass 65535, or with ``base_port`` 0).
         replicas: 1 (a replica per master) or 0 (masters only).
+        node_timeout_ms: ``cluster-node-timeout``: how long a master may be unreachable
+            before its replica is promoted (bench/failover_cluster.py shortens it).
     """
 
-    def __init__(self, directory: str | Path, base_port: int = 7000, *, replicas: int = 1) -> None:
+    def __init__(self, directory: str | Path, base_port: int = 7000, *, replicas: int = 1,
+                 node_timeout_ms: int = 2000) -> None:
+        self.node_timeout_ms = node_timeout_ms
         self.dir = Path(directory)
         self.base_port = base_port
         self.replicas = replicas
@@ -156,7 +160,7 @@ class DevCluster:
             str(get_binary_path()), "--port", str(port), "--bind", HOST,
             "--cluster-enabled", "yes", "--cluster-port", str(bus),
             "--cluster-config-file", str(d / "nodes.conf"),
-            "--cluster-node-timeout", "2000",
+            "--cluster-node-timeout", str(self.node_timeout_ms),
             "--requirepass", self.password, "--masterauth", self.password,
             "--appendonly", "no", "--save", "", "--repl-diskless-sync-delay", "0",
             "--dir", str(d),

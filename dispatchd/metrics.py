@@ -205,6 +205,10 @@ STATE_LOST = _counter(
     ("what",))
 for _what in ("consumer_group", "library"):
     STATE_LOST.labels(_what)
+DURABILITY_WAIT_FAILURES = _counter(
+    "durability_wait_failures",
+    "Durability waits (WAIT / WAITAOF after a round trip's script calls, setting "
+    "durability) that timed out short of a replica (or of the AOF fsync) or failed.")
 BUILD_INFO = _gauge("build_info", "Always 1; the version of the running daemon.", ("version",))
 BUILD_INFO.labels(package_version("dispatchd")).set(1)
 

@@ -258,6 +258,11 @@ def record_state_lost(what: str, n: int = 1) -> None:
     _child(metrics.STATE_LOST, what).inc(n)
 
 
+def record_durability_wait_failure() -> None:
+    """A durability wait of the consumer timed out short of what it waits for, or failed."""
+    metrics.DURABILITY_WAIT_FAILURES.inc()
+
+
 def set_state_missing(reason: str | None) -> None:
     """Why readiness fails while the consumer recreates vanished state (None: it does
     not)."""

@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
@@ -116,6 +116,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     by one live replica (rendezvous hashing), so N replicas hold about 1/N of the tenants
     each; keep 4 x heartbeat_ms below lease_ms. 0: no membership (every replica asks for
     every tenant; the first to ask holds them all)."""
+
+    durability: Literal["none", "replica", "aof"] = "none"
+    """What the gateway consumer waits for after the script calls of each round trip,
+    before it reads more (in the same pipelined round trip): none (nothing: Redis
+    replication is asynchronous, a failover can lose the latest writes); replica (WAIT 1
+    durability_timeout_ms: at least one replica received the round's state changes,
+    events and acknowledgements); aof (WAITAOF 1 0 durability_timeout_ms: the master's
+    append-only file has them on disk; needs appendonly yes). A wait that times out is
+    counted in dispatchd_durability_wait_failures_total and logged, and the daemon goes
+    on. It does not cover a gateway's XADD (docs/deploy.md, Failover)."""
+
+    durability_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 500
+    """Longest wait of one round trip for durability (replica or aof); a wait that times
+    out counts as a failure and the round trip goes on."""
 
     dedupe_hours: Annotated[float, msgspec.Meta(gt=0, le=720)] = 24.0
     """A command id is applied at most once within this many hours."""
@@ -233,4 +247,16 @@ def _convert(values: dict[str, Any], source: str, value: object) -> Settings:
     except msgspec.ValidationError as exc:
         # msgspec appends " - at `$.field`"; the source already says where.
         reason = str(exc).split(" - at `$", 1)[0]
+        if reason.startswith("Invalid enum value") and len(values) == 1:
+            choices = _choices(next(iter(values)))
+            if choices:
+                reason += f" (one of: {', '.join(choices)})"
         raise SettingsError(source, value, reason) from None
+
+
+def _choices(name: str) -> tuple[str, ...]:
+    """The values a ``Literal`` setting takes (empty for any other)."""
+    for f in msgspec.structs.fields(Settings):
+        if f.name == name and get_origin(f.type) is Literal:
+            return tuple(str(v) for v in get_args(f.type))
+    return ()
