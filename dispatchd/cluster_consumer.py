@@ -56,6 +56,7 @@ from dispatchd.consumer import (
     wall_clock_ms,
 )
 from dispatchd.engine import Engine
+from dispatchd.membership import Membership
 
 log = logging.getLogger("dispatchd.consumer")
 
@@ -173,14 +174,9 @@ class ShardConsumer(GatewayConsumer):
 
     async def step(self) -> None:
         self.hand_over()
-        m = self.members
-        if m is not None and m.due():
-            if await m.beat():
-                # the live set changed: ask at once for the tenants this replica owns now
-                for t in self.parent.tenants.values():
-                    if not t.held:
-                        t.renew_at = 0.0
-            observe.record_replicas(len(m.live))
+        # not awaited here: dispatchd:replicas lives on one shard, and a shard loop must
+        # not wait on another shard (its master failing over would stall every loop)
+        self.parent.heartbeat_soon()
         try:
             await self._apply(self._reads)
         except RedisError as exc:
@@ -222,6 +218,8 @@ class ClusterConsumer(GatewayConsumer):
         #: tenant -> the node name of the master owning its slot
         self.owner: dict[str, str] = {}
         self.remap = asyncio.Event()
+        self._beat: asyncio.Task[None] | None = None
+        self._beat_warned = 0.0
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._remap_failures = 0
 
@@ -272,6 +270,33 @@ class ClusterConsumer(GatewayConsumer):
         shard = ShardConsumer(self, node)
         self.shards[node.name] = shard
         log.info("shard loop started", extra={"fields": {"node": node.name}})
+
+    # ------------------------------------------------------------------- membership
+
+    def heartbeat_soon(self) -> None:
+        """Start the replica's heartbeat in the background when it is due and none is in
+        flight (the shard loops call this; none of them waits for it)."""
+        m = self.members
+        if m is None or not m.due() or (self._beat is not None and not self._beat.done()):
+            return
+        self._beat = asyncio.create_task(self._beat_once(m))
+
+    async def _beat_once(self, m: Membership) -> None:
+        try:
+            changed = await m.beat()
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            if now >= self._beat_warned + 10:
+                self._beat_warned = now
+                log.warning("replica heartbeat failed; retrying at the next one",
+                            extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+            return
+        if changed:
+            # the live set changed: ask at once for the tenants this replica owns now
+            for t in self.tenants.values():
+                if not t.held:
+                    t.renew_at = 0.0
+        observe.record_replicas(len(m.live))
 
     # ------------------------------------------------------------------------ the loop
 
@@ -327,6 +352,10 @@ class ClusterConsumer(GatewayConsumer):
             await shard.release()
 
     async def close(self) -> None:
+        if self._beat is not None and not self._beat.done():
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
         for shard in self.shards.values():
             await shard._wire.close()
         await self._wire.close()
