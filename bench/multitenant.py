@@ -9,11 +9,10 @@ The same centre runs (a) on the bench's main server and (b) on a 3-master Valkey
 the bench starts itself (:class:`dispatchd.devcluster.DevCluster`, no replicas: replicas
 would only add replication work to the same 2 cores; jemalloc preloaded into the nodes as
 into the main server, ``--server-malloc``), each with one ``dispatchd run`` serving all 30
-tenants. On each, the command rate is ramped as in ``throughput`` (the same
-:func:`bench.scenarios.ramp`), then one step is run at a fixed rate for its p99. On the
-cluster, a second daemon replica is then started: the replicas divide the tenants between
-them (rendezvous hashing, ``dispatchd/membership.py``), and the fixed-rate step is run
-again with both.
+tenants. On each, one step is run at a fixed rate for its p99 (on the cluster then again
+with a second daemon replica, which divides the tenants with the first by rendezvous
+hashing, ``dispatchd/membership.py``, and is stopped after), then the command rate is
+ramped as in ``throughput`` (the same :func:`bench.scenarios.ramp`) with one daemon.
 
 Per step, the generator reads every master's ``INFO cpu`` and counts the commands it sent
 per tenant, so each shard's Redis CPU per command and share of a core, and the commands per
@@ -335,7 +334,8 @@ def _slashed(values: Sequence[float], fmt: str = "{:.0f}") -> str:
 
 async def run_setup(ctx: Any, setup: Setup, specs: Sequence[TenantSpec], fixed_rate: int,
                     *, second_replica: bool) -> None:
-    """Configure, start the daemon, ramp, the fixed-rate step (and with a second replica)."""
+    """Configure, start the daemon; the fixed-rate step (then with a second replica, on
+    the cluster), then the ramp."""
     report, name = ctx.report, setup.name
     key = f"mt_{name}"
     report.progress(f"multitenant/{name}: configuring {sum(s.agents for s in specs):,} agents "
@@ -349,29 +349,43 @@ async def run_setup(ctx: Any, setup: Setup, specs: Sequence[TenantSpec], fixed_r
                            handle_s=ctx.profile.handle_s, seed=ctx.seed,
                            daemon_cpu=lambda: sum(d.cpu_s() for d in daemons))
         async with gen:
-            best, failed = await ramp(gen, ctx, f"multitenant/{name}")
-            _report_ramp(ctx, key, name, gen, best, failed, len(setup.nodes))
-            await gen.quiesce(ctx.profile.quiesce_s)
+            # the fixed-rate steps first, on a centre that has not been overloaded yet,
+            # after an unmeasured warm-up step (connections, caches) as the ramp starts with
+            await gen.step(ctx.profile.ramp_start, ctx.profile.warm_s, ctx.profile.warm_s)
             fixed = await gen.step(fixed_rate, ctx.profile.warm_s, ctx.profile.measure_s)
             report.progress(f"multitenant/{name} fixed {step_text(fixed)}")
             _report_fixed(ctx, key, name, gen, fixed, "1 daemon")
             if second_replica:
-                daemons.append(Daemon(setup.url, [s.name for s in specs],
-                                      ctx.workdir / f"mt-{name}-2.log"))
-                report.progress(f"multitenant/{name}: starting a second daemon replica")
-                await gen.quiesce(ctx.profile.quiesce_s)
-                await daemons[1].start(setup.send)
-                split = await settled_split(setup.send, specs, daemons)
-                report.line("multitenant", f"{name}: 2 daemon replicas hold "
-                            f"{_slashed(split)} tenants")
-                report.put(f"{key}_replica_tenants", _slashed(split))
-                fixed2 = await gen.step(fixed_rate, ctx.profile.warm_s, ctx.profile.measure_s)
-                report.progress(f"multitenant/{name} 2 replicas fixed {step_text(fixed2)}")
-                _report_fixed(ctx, f"{key}2", name, gen, fixed2, "2 daemon replicas")
+                await _two_replicas(ctx, setup, specs, gen, daemons, fixed_rate)
+            await gen.quiesce(ctx.profile.quiesce_s)
+            best, failed = await ramp(gen, ctx, f"multitenant/{name}")
+            _report_ramp(ctx, key, name, gen, best, failed, len(setup.nodes))
             report.put(f"{key}_errors", gen.errors)
     finally:
         for d in daemons:
             d.stop()
+
+
+async def _two_replicas(ctx: Any, setup: Setup, specs: Sequence[TenantSpec], gen: MultiLoadGen,
+                        daemons: list[Daemon], fixed_rate: int) -> None:
+    """A second replica joins: the split once it settles, the fixed step with both; then
+    it stops (SIGTERM: it hands its tenants back at once) before the ramp."""
+    report, name, key = ctx.report, setup.name, f"mt_{setup.name}"
+    second = Daemon(setup.url, [s.name for s in specs], ctx.workdir / f"mt-{name}-2.log")
+    report.progress(f"multitenant/{name}: starting a second daemon replica")
+    await gen.quiesce(ctx.profile.quiesce_s)
+    daemons.append(second)
+    await second.start(setup.send)
+    split = await settled_split(setup.send, specs, daemons)
+    report.line("multitenant", f"{name}: 2 daemon replicas hold {_slashed(split)} tenants")
+    report.put(f"{key}_replica_tenants", _slashed(split))
+    fixed2 = await gen.step(fixed_rate, ctx.profile.warm_s, ctx.profile.measure_s)
+    report.progress(f"multitenant/{name} 2 replicas fixed {step_text(fixed2)}")
+    _report_fixed(ctx, f"{key}2", name, gen, fixed2, "2 daemon replicas")
+    await gen.quiesce(ctx.profile.quiesce_s)
+    second.stop()
+    daemons.remove(second)
+    await settled_split(setup.send, specs, daemons)
 
 
 def _report_ramp(ctx: Any, key: str, name: str, gen: MultiLoadGen, best: StepResult | None,
