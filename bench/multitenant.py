@@ -496,9 +496,9 @@ async def _cluster(ctx: Any, specs: Sequence[TenantSpec], fixed_rate: int) -> No
         await read.initialize()
         engine = Engine(send)
         await engine.load_scripts()
-        masters = sorted(cluster.masters)
+        # the masters in slot order (the first holds slots 0..5460), whatever their ports
         nodes = [(str(p), aioredis.Redis(host="127.0.0.1", port=p, password=cluster.password))
-                 for p in masters]
+                 for p in cluster.masters]
         shard_of = {}
         for spec in specs:
             node = send.get_node_from_key(keys.key("inbound", spec.name))
