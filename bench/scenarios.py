@@ -67,8 +67,10 @@ def sweep_tenant(agents: int) -> str:
 
 def bench_tenants(profile: Profile) -> tuple[str, ...]:
     """Every tenant a run with ``profile`` may write to."""
+    from bench.multitenant import tenant_names
+
     return (TENANT, CALIBRATION_TENANT, OPS_TENANT,
-            *(sweep_tenant(n) for n in profile.sweep_sizes))
+            *(sweep_tenant(n) for n in profile.sweep_sizes), *tenant_names())
 
 
 @dataclass

@@ -140,3 +140,62 @@ async def test_bench_server_allocator(tmp_path: Path, malloc: str) -> None:
     finally:
         await client.aclose()
         server.stop()
+
+
+#: Keys the quick multitenant run must report: numbers > 0 ...
+MT_NUMBERS = (
+    "mt_tenants", "mt_agents", "mt_fixed_rate",
+    *(f"mt_{side}_{k}" for side in ("single", "cluster")
+      for k in ("max_cmd_per_s", "max_customers_per_s", "max_p99_ms", "redis_cpu_us_per_cmd",
+                "daemon_cpu_us_per_cmd", "fixed_p99_ms", "fixed_redis_cpu_us",
+                "shard_cmd_evenness")),
+    "mt_cluster2_fixed_p99_ms", "mt_cluster_vs_single_redis_cpu",
+)
+#: ... and a/b/c figures, one per shard (3 on the cluster, 1 on the single server).
+MT_PER_SHARD = {"mt_cluster_shard_cpu_share": 3, "mt_cluster_shard_redis_cpu_us": 3,
+                "mt_cluster_shard_cmd": 3, "mt_cluster_shard_tenants": 3,
+                "mt_cluster_shard_agents": 3, "mt_cluster_replica_tenants": 2,
+                "mt_single_shard_cpu_share": 1}
+
+
+def test_quick_multitenant_reports_single_and_cluster(redis_url: str) -> None:
+    """--quick --scenarios multitenant: the server given, then a 3-master cluster the bench
+    starts and stops; every figure reported, the tenants split over the shards and the two
+    replicas, and nothing of the scenario left on the server."""
+    from bench.multitenant import tenant_names
+
+    done = bench("--quick", "--redis-url", redis_url, "--scenarios", "multitenant",
+                 timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    values = result(done.stdout)
+    for key in MT_NUMBERS:
+        assert float(values[key]) > 0, (key, values.get(key))
+    for key, n in MT_PER_SHARD.items():
+        parts = values[key].split("/")
+        assert len(parts) == n and all(float(p) >= 0 for p in parts), (key, values[key])
+    assert values["mt_tenants"] == "30"
+    assert sum(map(int, values["mt_cluster_shard_tenants"].split("/"))) == 30
+    assert sum(map(int, values["mt_cluster_replica_tenants"].split("/"))) == 30
+    assert values["mt_single_errors"] == values["mt_cluster_errors"] == "0"
+    for key in ("mt_single_fixed_sustained", "mt_cluster_fixed_sustained",
+                "mt_cluster2_fixed_sustained"):
+        assert values[key] in {"yes", "no"}, (key, values[key])
+    assert values["mt_cluster_server_malloc"]
+    assert any(line.startswith("multitenant") for line in done.stdout.splitlines())
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for tenant in tenant_names():
+            assert not list(client.scan_iter(match=keys.prefix(tenant) + "*", count=1000))
+            assert not client.sismember(keys.TENANTS_KEY, tenant)
+    finally:
+        client.close()
+
+
+def test_multitenant_is_not_in_the_default_run() -> None:
+    from bench.run import DEFAULT_SCENARIOS, BenchOptions
+
+    args = cli.build_parser().parse_args(["bench"])
+    assert args.scenarios == cli.BENCH_DEFAULT_SCENARIOS == DEFAULT_SCENARIOS
+    assert BenchOptions().scenarios == DEFAULT_SCENARIOS
+    assert "multitenant" not in DEFAULT_SCENARIOS and "multitenant" in cli.BENCH_SCENARIOS
+    assert "all but multitenant" in bench("--help", timeout=30).stdout
