@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from dispatchd import datadir, keys
+from dispatchd.connect import ClusterURL, is_cluster_url
 from dispatchd.embedded import EmbeddedServerError, EmbeddedValkey
 from dispatchd.settings import Settings, SettingsError
 
@@ -34,6 +35,9 @@ CONNECTION_COMMANDS = ("ping", "hello", "auth", "client|setinfo", "client|setnam
 #: XADD on the inbound stream; XREAD, XRANGE, XREVRANGE and XLEN on the outbound one
 #: (XLEN also tells the length of the inbound stream).
 STREAM_COMMANDS = ("xadd", "xread", "xrange", "xrevrange", "xlen")
+#: On a cluster also what a cluster client needs to find the slots' masters (redis-py:
+#: CLUSTER SLOTS, CLUSTER SHARDS, and COMMAND for the keys of each command).
+CLUSTER_COMMANDS = ("cluster|slots", "cluster|shards", "command")
 
 DESCRIPTION = (
     "Manage the Redis ACL users of gateways: one user per gateway, limited to one "
@@ -47,7 +51,11 @@ DESCRIPTION = (
     "file (users.acl) and survive restarts; on an external server the command runs ACL "
     "SAVE, and if the server has no ACL file it says so on stderr: the user then lasts "
     "until the server restarts unless you persist it (CONFIG REWRITE when users live in "
-    "the config file, or configure an aclfile)."
+    "the config file, or configure an aclfile). On a cluster URL (redis+cluster://) the "
+    "user is made, removed and saved on every node that is not failed, masters and "
+    "replicas (ACL users are per node), and may also run CLUSTER SLOTS, CLUSTER SHARDS "
+    "and COMMAND, which a cluster client needs to find the masters; a node added later "
+    "needs the user too (run add again after removing it, or copy the ACL file)."
 )
 EXIT_STATUS = (
     "exit status: 0 done, 1 the server could not be reached or started, the user exists "
@@ -61,20 +69,81 @@ class GatewayUserError(Exception):
     """The request cannot be done (a user that exists, or is not a gateway user)."""
 
 
-def acl_rules(tenant: str, password: str) -> list[str]:
-    """The ``ACL SETUSER`` rules of a gateway user of ``tenant``."""
+def acl_rules(tenant: str, password: str, *, cluster: bool = False) -> list[str]:
+    """The ``ACL SETUSER`` rules of a gateway user of ``tenant`` (on a cluster node)."""
+    commands = (*CONNECTION_COMMANDS, *STREAM_COMMANDS, *(CLUSTER_COMMANDS if cluster else ()))
     return [
         "reset", "on", f">{password}", "resetchannels", "-@all",
-        *(f"+{c}" for c in (*CONNECTION_COMMANDS, *STREAM_COMMANDS)),
+        *(f"+{c}" for c in commands),
         f"%W~{keys.key('inbound', tenant)}", f"%R~{keys.key('outbound', tenant)}",
     ]
 
 
-def _acl(client: redis.Redis, *args: str) -> Any:
+class Nodes:
+    """Where the users live: one server, or every node of a cluster (ACL users are per
+    node in Redis Cluster: a gateway may connect to any of them)."""
+
+    def __init__(self, url: str) -> None:
+        self.cluster = is_cluster_url(url)
+        if not self.cluster:
+            self.clients = [redis.Redis.from_url(url, socket_connect_timeout=10)]
+            return
+        spec = ClusterURL(url)
+        opts: dict[str, Any] = {"username": spec.username, "password": spec.password,
+                                "ssl": spec.tls,
+                "socket_connect_timeout": 10}
+        self.clients = []
+        try:
+            for host, port in self._node_addresses(spec, opts):
+                self.clients.append(redis.Redis(host=host, port=port, **opts))
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _node_addresses(spec: ClusterURL, opts: dict[str, Any]) -> list[tuple[str, int]]:
+        """Every node that is not failed, from ``CLUSTER NODES`` of the first seed that
+        answers."""
+        problem: Exception | None = None
+        for host, port in spec.nodes:
+            seed = redis.Redis(host=host, port=port, **opts)
+            try:
+                text = seed.execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
+            except (redis.RedisError, OSError) as exc:
+                problem = exc
+                continue
+            finally:
+                seed.close()
+            text = text.decode() if isinstance(text, bytes) else str(text)
+            found = []
+            for line in text.splitlines():
+                fields = line.split()
+                if len(fields) < 3 or {"fail", "handshake", "noaddr"} & set(
+                        fields[2].split(",")):
+                    continue
+                addr = fields[1].split("@")[0]
+                node_host, _, node_port = addr.rpartition(":")
+                found.append((node_host or host, int(node_port)))
+            return found
+        raise redis.ConnectionError(f"no node of the cluster answers: {problem}")
+
+    def acl(self, *args: str) -> list[Any]:
+        """``ACL *args`` on every node; the replies."""
+        return [c.execute_command("ACL", *args) for c in self.clients]  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+def _acl(client: redis.Redis | Nodes, *args: str) -> Any:
+    """``ACL *args``: its reply (on a cluster, the first node's; done on every node)."""
+    if isinstance(client, Nodes):
+        return client.acl(*args)[0]
     return client.execute_command("ACL", *args)  # type: ignore[no-untyped-call]
 
 
-def gateway_users(client: redis.Redis) -> dict[str, str]:
+def gateway_users(client: redis.Redis | Nodes) -> dict[str, str]:
     """Gateway user name -> its tenant, from ``ACL LIST``."""
     users: dict[str, str] = {}
     for line in _acl(client, "LIST"):
@@ -86,20 +155,23 @@ def gateway_users(client: redis.Redis) -> dict[str, str]:
     return users
 
 
-def add(client: redis.Redis, tenant: str, name: str) -> str:
-    """Make gateway user ``name`` of ``tenant``; its password.
+def add(client: redis.Redis | Nodes, tenant: str, name: str) -> str:
+    """Make gateway user ``name`` of ``tenant`` (on every node of a cluster); its password.
 
     Raises:
-        GatewayUserError: a user of that name exists.
+        GatewayUserError: a user of that name exists (on any node).
     """
-    if _acl(client, "GETUSER", name) is not None:
+    existing = client.acl("GETUSER", name) if isinstance(client, Nodes) else [
+        _acl(client, "GETUSER", name)]
+    if any(e is not None for e in existing):
         raise GatewayUserError(f"user {name!r} exists already (remove it first to replace it)")
     password = datadir.new_password()
-    _acl(client, "SETUSER", name, *acl_rules(tenant, password))
+    cluster = isinstance(client, Nodes) and client.cluster
+    _acl(client, "SETUSER", name, *acl_rules(tenant, password, cluster=cluster))
     return password
 
 
-def remove(client: redis.Redis, name: str, tenant: str | None) -> None:
+def remove(client: redis.Redis | Nodes, name: str, tenant: str | None) -> None:
     """Delete gateway user ``name`` (of ``tenant``, if given); its connections are closed.
 
     Raises:
@@ -112,13 +184,16 @@ def remove(client: redis.Redis, name: str, tenant: str | None) -> None:
     _acl(client, "DELUSER", name)
 
 
-def save(client: redis.Redis) -> str | None:
-    """``ACL SAVE``; None, or why the users could not be saved."""
-    try:
-        _acl(client, "SAVE")
-    except redis.ResponseError as exc:
-        return str(exc)
-    return None
+def save(client: redis.Redis | Nodes) -> str | None:
+    """``ACL SAVE`` (on every node of a cluster); None, or why the users could not be
+    saved."""
+    problems = []
+    for c in client.clients if isinstance(client, Nodes) else [client]:
+        try:
+            c.execute_command("ACL", "SAVE")  # type: ignore[no-untyped-call]
+        except redis.ResponseError as exc:
+            problems.append(str(exc))
+    return "; ".join(dict.fromkeys(problems)) or None
 
 
 @contextlib.contextmanager
@@ -204,18 +279,18 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         with _server(args.redis_url or settings.redis_url, settings.data_dir) as url:
-            client = redis.Redis.from_url(url, socket_connect_timeout=10)
+            nodes = Nodes(url)
             try:
-                return _act(args, client, url, external=(args.redis_url or settings.redis_url)
+                return _act(args, nodes, url, external=(args.redis_url or settings.redis_url)
                             is not None)
             finally:
-                client.close()
+                nodes.close()
     except (GatewayUserError, EmbeddedServerError, redis.RedisError, OSError) as exc:
         print(f"dispatchd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
 
-def _act(args: argparse.Namespace, client: redis.Redis, url: str, *, external: bool) -> int:
+def _act(args: argparse.Namespace, client: Nodes, url: str, *, external: bool) -> int:
     if args.action == "list":
         for name, tenant in sorted(gateway_users(client).items()):
             if args.tenant in (None, tenant):

@@ -223,3 +223,42 @@ def test_cli_on_an_external_server(redis_url: str, tmp_path: Path) -> None:
         admin = redis.Redis.from_url(redis_url)
         admin.delete("{ext}:in")
         admin.close()
+
+
+def test_cli_on_a_cluster_makes_the_user_on_every_node(dev_cluster: Any, tmp_path: Path) -> None:
+    """ACL users are per node in Redis Cluster: the user is made on every node (masters
+    and replicas), a cluster client can use it, and it can do nothing else there."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    url = dev_cluster.url
+    made = run_cli("add", "--tenant", "clu", "clu-gw", data_dir=tmp_path,
+                   DISPATCHD_REDIS_URL=url)
+    try:
+        assert made.returncode == 0, made.stderr
+        shown = printed(made.stdout)
+        assert shown["url"].startswith("redis+cluster://clu-gw:")
+        password = shown["password"]
+        for port in dev_cluster.ports:  # masters and replicas alike
+            node = redis.Redis(port=port, username="clu-gw", password=password)
+            assert node.ping()
+            node.close()
+        hosts = [ClusterNode("127.0.0.1", p) for p in dev_cluster.masters]
+        gw = RedisCluster(startup_nodes=hosts, username="clu-gw", password=password)
+        try:
+            assert gw.xadd("{clu}:in", {"json": "{}"})
+            assert gw.xread({"{clu}:out": "0-0"}, count=1) == []
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                gw.xadd("{other}:in", {"json": "{}"})
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                gw.get("{dispatchd}:tokens")
+        finally:
+            gw.close()
+        listed = run_cli("list", data_dir=tmp_path, DISPATCHD_REDIS_URL=url)
+        assert "clu-gw\tclu" in listed.stdout.splitlines()
+    finally:
+        assert run_cli("remove", "clu-gw", data_dir=tmp_path,
+                       DISPATCHD_REDIS_URL=url).returncode == 0
+    for port in dev_cluster.ports:
+        node = redis.Redis(port=port, password=dev_cluster.password)
+        assert node.execute_command("ACL", "GETUSER", "clu-gw") is None  # gone everywhere
+        node.close()
