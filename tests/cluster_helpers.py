@@ -47,3 +47,23 @@ async def cluster_engine(cluster_client: RedisCluster) -> Engine:
     engine = Engine(cluster_client)  # type: ignore[arg-type]
     await engine.load_scripts()
     return engine
+
+
+# --- fixture overrides: a test module that imports these three runs its tests (and the
+# tests it imports from other modules) on the session's dev cluster instead of the
+# single server (``from cluster_helpers import engine, redis_client, redis_url``).
+
+
+@pytest.fixture(scope="session", name="redis_url")
+def cluster_redis_url(dev_cluster: DevCluster) -> str:
+    return dev_cluster.url
+
+
+@pytest.fixture(scope="session", name="redis_client")
+def cluster_redis_client(cluster_client: RedisCluster) -> RedisCluster:
+    return cluster_client
+
+
+@pytest.fixture(scope="session", name="engine")
+def cluster_engine_override(cluster_engine: Engine) -> Engine:
+    return cluster_engine

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import pytest
 from admin_helpers import T0, Api
-from redis.asyncio.cluster import RedisCluster
+from cluster_helpers import (
+    cluster_engine_override,
+    cluster_redis_client,
+    cluster_redis_url,
+)
 from test_admin_config import (  # noqa: F401  (collected here, on the cluster)
     test_a_body_and_its_version_are_read_together,
     test_agent_crud,
@@ -62,23 +66,7 @@ from test_admin_tokens import (  # noqa: F401  (collected here, on the cluster)
     test_tokens_expire,
 )
 
-from dispatchd.devcluster import DevCluster
-from dispatchd.engine import Engine
-
-
-@pytest.fixture(scope="session")
-def redis_url(dev_cluster: DevCluster) -> str:
-    return dev_cluster.url
-
-
-@pytest.fixture(scope="session")
-def redis_client(cluster_client: RedisCluster) -> RedisCluster:
-    return cluster_client
-
-
-@pytest.fixture(scope="session")
-def engine(cluster_engine: Engine) -> Engine:
-    return cluster_engine
+__all__ = ["cluster_engine_override", "cluster_redis_client", "cluster_redis_url"]
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,11 @@ tests/test_gateway_lifecycle.py and tests/test_gateway_replicas.py, run here wit
 
 from __future__ import annotations
 
-import pytest
-from redis.asyncio.cluster import RedisCluster
+from cluster_helpers import (
+    cluster_engine_override,
+    cluster_redis_client,
+    cluster_redis_url,
+)
 from test_gateway_lifecycle import (  # noqa: F401  (collected here, on the cluster)
     gw,
     test_agent_ready,
@@ -34,23 +37,7 @@ from test_gateway_replicas import (  # noqa: F401
     test_two_replicas_under_load,
 )
 
-from dispatchd.devcluster import DevCluster
-from dispatchd.engine import Engine
-
-
-@pytest.fixture(scope="session")
-def redis_url(dev_cluster: DevCluster) -> str:
-    return dev_cluster.url
-
-
-@pytest.fixture(scope="session")
-def redis_client(cluster_client: RedisCluster) -> RedisCluster:
-    return cluster_client
-
-
-@pytest.fixture(scope="session")
-def engine(cluster_engine: Engine) -> Engine:
-    return cluster_engine
+__all__ = ["cluster_engine_override", "cluster_redis_client", "cluster_redis_url"]
 
 
 async def test_the_consumer_runs_per_shard(gw) -> None:  # noqa: F811
