@@ -59,7 +59,7 @@ from typing import Any
 from redis.cluster import key_slot  # type: ignore[attr-defined]
 from redis.exceptions import RedisError
 
-from bench.servers import die_with_parent
+from bench.servers import die_with_parent, stop_process
 from dispatchd import keys, protocol
 from dispatchd.client import GatewayClient
 from dispatchd.connect import client_for
@@ -117,13 +117,7 @@ class Daemon:
         return float(m.group(1)) if m else None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 

@@ -33,7 +33,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.servers import Server, command_calls, die_with_parent, proc_cpu_s, redis_cpu_s
+from bench.servers import (
+    Server,
+    command_calls,
+    die_with_parent,
+    proc_cpu_s,
+    redis_cpu_s,
+    stop_process,
+)
 from dispatchd import keys
 from dispatchd.embedded import free_port
 from dispatchd.engine import Engine
@@ -78,13 +85,7 @@ class Replica:
         self.log.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.log.close()
 
 

@@ -301,15 +301,22 @@ class Daemon:
         if proc is not None and proc.poll() is None:
             if self._paused:
                 proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 15.0) -> None:
+    """SIGTERM a child process that still runs, SIGKILL it after ``timeout_s``; reaped."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def describe(exc: BaseException) -> str:
